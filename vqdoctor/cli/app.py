@@ -1,0 +1,42 @@
+"""The Typer application. Each command lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import typer
+
+from vqdoctor import __version__
+
+app = typer.Typer(
+    name="vqdoctor",
+    help="A doctor for vector-quantized models: find codebook collapse, tell which kind, repair it.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vqdoctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """vqdoctor: diagnose and repair codebook collapse."""
+
+
+def _register() -> None:
+    from vqdoctor.cli import ls_cmd, inspect_cmd  # noqa: F401  (registration by import)
+
+
+_register()
+
+
+def main() -> None:
+    app()

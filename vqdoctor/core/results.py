@@ -1,0 +1,103 @@
+"""Frozen result types of the pure core. Field names are the JSON contract of DESIGN.md
+(``docs/report.schema.json``); a renderer turns them into JSON with ``dataclasses.asdict``.
+A value that cannot be computed is ``None`` (JSON ``null``), never a made-up number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UsageMetrics:
+    vectors: int  # N assigned vectors
+    used_codes: int  # #{k : c_k >= 1}
+    dead_codes: int  # #{k : c_k < min_count}
+    min_count: int
+    utilization: float  # used_codes / K  (SimVQ paper's definition)
+    perplexity: float  # exp(-sum p ln p)
+    normalized_perplexity: float  # perplexity / K
+    entropy_bits: float  # -sum p log2 p
+    quantization_mse: float | None  # mean squared error per element, in the compared space
+    relative_mse: float | None  # quantization_mse / mean per-element variance of the vectors
+    top1_mass: float  # share of vectors on the most used code
+    top10pct_mass: float  # share of vectors on the top 10% most used codes
+    space: str  # what the numbers are measured in, e.g. "project_in output (cosine)"
+
+
+@dataclass(frozen=True)
+class EmaMetrics:
+    source: str  # state-dict key of the buffer
+    is_count: bool
+    total: float | None  # sum of the buffer (≈ batch tokens seen per step for decayed counts)
+    dead_codes_relative: int | None  # usage < 0.1 * uniform share (batch-size free; Moshi's rule)
+    dead_codes_absolute: int | None  # usage < absolute threshold
+    absolute_threshold: float
+    perplexity: float | None  # from buffer shares
+    normalized_perplexity: float | None
+    initted: bool | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class GeometryMetrics:
+    singular_values: list[float]  # descending, of the centred effective codebook
+    numerical_rank: int  # #{s > s_max * max(K, d) * eps(float32)}
+    effective_rank: float  # exp(H(s / sum s))  (Roy & Vetterli)
+    near_duplicate_pairs: int  # pairs closer than dup_tolerance * median nearest-neighbour distance
+    duplicate_tolerance: float
+    median_nn_distance: float | None
+    codes_outside_support: int | None  # with data: codes farther from every vector than the support radius
+    support_radius: float | None
+
+
+@dataclass(frozen=True)
+class WMetrics:
+    source: str  # state-dict key of W
+    shape: tuple[int, int]
+    rank: int  # numerical rank
+    effective_rank: float
+    frobenius_norm: float
+    singular_values: list[float]
+
+
+@dataclass(frozen=True)
+class ModeShare:
+    mode: int
+    label: str
+    data_share: float  # share of vectors from this mode
+    code_share: float  # share of codes owned by this mode
+    ratio: float | None  # code_share / data_share (None when data_share == 0)
+    codes: int
+    vectors: int
+
+
+@dataclass(frozen=True)
+class TokensCollapse:
+    modes: int
+    mode_source: str  # "labels" | "inferred: gmm-bic on inputs" | ...
+    per_mode: list[ModeShare]
+    starved_modes: list[int]  # ratio < starved_ratio
+    starved_ratio: float
+    allocation_tv: float  # 1/2 sum |code share - data share|
+
+
+@dataclass(frozen=True)
+class MergedPair:
+    a: int
+    b: int
+    label_a: str
+    label_b: str
+    input_overlap: float | None  # confusion between a and b by k-NN in input space
+    latent_overlap: float  # the same in latent space
+
+
+@dataclass(frozen=True)
+class EmbeddingsCollapse:
+    mode_source: str
+    labels: list[str]
+    input_modes: int | None  # modes a clustering rule finds in input space (None without inputs)
+    embedding_modes: int  # modes the same rule finds in latent space
+    input_knn_purity: float | None
+    latent_knn_purity: float
+    merged_pairs: list[MergedPair]
+    subsample: int  # points used

@@ -1,0 +1,93 @@
+"""The Report: what ``inspect`` found, as one versioned value. Renderers (json, terminal,
+plots, html) take a Report and compute nothing. ``None`` means "does not apply"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vqdoctor.core.results import (
+    EmaMetrics,
+    EmbeddingsCollapse,
+    GeometryMetrics,
+    TokensCollapse,
+    UsageMetrics,
+    WMetrics,
+)
+
+SCHEMA = "vqdoctor.report/1"
+Status = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    check: str  # e.g. "utilization"
+    codebook: str | None  # None for model-wide checks
+    status: Status
+    value: float | None
+    threshold: float | None  # the bound that decided the status (warn or fail bound)
+    message: str  # one line: why
+    remedy: str | None  # the command to run
+
+
+@dataclass(frozen=True)
+class CodebookReport:
+    name: str
+    stack: str
+    layout: str
+    kind: str
+    metric: str
+    size: int
+    dim: int
+    level: int
+    head: int
+    keys: dict[str, str]
+    usage: UsageMetrics | None
+    ema: EmaMetrics | None
+    geometry: GeometryMetrics | None
+    w: WMetrics | None
+    tokens_collapse: TokensCollapse | None
+    counts: list[int] | None = None  # per-code usage counts (plots); omitted from JSON unless asked
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: str
+    format: str
+    nesting: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    source: str  # "latents: PATH" | "inputs: PATH via encoder ..." | "none (data-free analysis)"
+    vectors: int | None
+    dim: int | None
+    mode_source: str | None
+
+
+@dataclass(frozen=True)
+class Projection2D:
+    """Points for the 2-D picture (computed in core, drawn by report/plots)."""
+
+    method: str  # "tsne" | "umap" | "pca"
+    latents: list[list[float]]  # (n, 2)
+    latent_modes: list[int]
+    codes: list[list[float]] | None  # (K', 2) codes placed in the same picture
+    inputs: list[list[float]] | None  # (n, 2) the inputs' picture, when given
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Report:
+    checkpoint: CheckpointInfo
+    data: DataInfo
+    codebooks: list[CodebookReport]
+    embeddings_collapse: EmbeddingsCollapse | None
+    verdicts: list[Verdict]
+    codebook_free: list[dict[str, str]] = field(default_factory=list)
+    projection: Projection2D | None = None
+    notes: list[str] = field(default_factory=list)
+    schema: str = SCHEMA
+    vqdoctor_version: str = ""
