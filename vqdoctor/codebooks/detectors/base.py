@@ -1,7 +1,8 @@
 """The detector protocol. One small detector per checkpoint layout; the registry
 (``vqdoctor/codebooks/registry.py``) lists them in one tuple, most specific first.
 
-A detector looks at the whole flattened state dict (keys -> tensors, any dtype), skips keys
+A detector looks at the whole flattened state dict (a TensorStore: use ``state.shape(key)`` to
+inspect, ``state.float32(key)`` to load only what it keeps), skips keys
 already claimed by an earlier detector, and returns what it recognised plus the keys it claims.
 It never raises for "not my layout": it returns an empty :class:`Detection`. It must not be
 fooled by encoder/decoder weights, language-model token embeddings or classifier tables.
@@ -9,13 +10,11 @@ fooled by encoder/decoder weights, language-model token embeddings or classifier
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import torch
-
 from vqdoctor.codebooks.model import CodebookFree, Stack
+from vqdoctor.io.store import TensorStore
 
 
 @dataclass
@@ -29,4 +28,4 @@ class Detection:
 class Detector(Protocol):
     name: str
 
-    def __call__(self, state: Mapping[str, torch.Tensor], claimed: set[str]) -> Detection: ...
+    def __call__(self, state: TensorStore, claimed: set[str]) -> Detection: ...
