@@ -1,1 +1,178 @@
-"""The Python API the CLI is a thin layer over. Usable from a notebook or a training loop."""
+"""The Python API the CLI is a thin layer over. Usable from a notebook or a training loop::
+
+    import vqdoctor
+    report = vqdoctor.inspect("model.safetensors", data=vqdoctor.DataOptions(latents=Path("z.npy")))
+    report.codebooks[0].usage.utilization
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqdoctor.codebooks import find_codebooks, select
+from vqdoctor.codebooks.model import Discovery
+from vqdoctor.core.device import pick_device
+from vqdoctor.diagnose import Batch, VectorStream, diagnose
+from vqdoctor.errors import CodebookNotFoundError, DataError
+from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.io.checkpoints import load_checkpoint
+from vqdoctor.io.data import open_inputs, open_latents
+from vqdoctor.io.encoders import (
+    Encoder,
+    data_from_metadata,
+    encoder_from_factory,
+    encoder_from_file,
+    encoder_from_metadata,
+)
+from vqdoctor.options import AnalysisOptions, DataOptions
+from vqdoctor.report.schema import CheckpointInfo, Report
+
+ProgressFn = Callable[[int], None]
+
+
+def load(path: str | Path, *, allow_globals: tuple[str, ...] = ()) -> Checkpoint:
+    """Open a checkpoint (safetensors, safe pickle, HF folder, npy/npz) without running code."""
+    return load_checkpoint(path, allow_globals=allow_globals)
+
+
+def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = True) -> Discovery:
+    """Every codebook of ``ckpt`` (filtered by the ``pattern`` glob); with ``require`` an empty
+    result is a CodebookNotFoundError."""
+    found = find_codebooks(ckpt.state)
+    if pattern is not None:
+        found = select(found, pattern)
+    if require and not found.stacks:
+        free = ", ".join(f"{f.name} ({f.kind})" for f in found.codebook_free)
+        if free:
+            raise CodebookNotFoundError(
+                f"{ckpt.path} quantizes without a learned codebook: {free}.",
+                "Codebook-free quantizers (FSQ, LFQ) have no table to diagnose; `vqdoctor ls` shows what was found.",
+            )
+        raise CodebookNotFoundError(
+            f"No codebook found in {ckpt.path} ({len(ckpt.state)} tensors, {ckpt.describe_nesting()}).",
+            "Run `vqdoctor ls` on it to see the candidates, then pass --codebook KEY (a glob over tensor names).",
+        )
+    return found
+
+
+def _flatten_vectors(z: torch.Tensor, channel_axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output (b, ..., d, ...) -> vectors (b*P, d) and the local sample of each (b*P,)."""
+    b = z.shape[0]
+    if z.ndim == 2:
+        return z, torch.arange(b, device=z.device)
+    z = z.movedim(channel_axis, -1)
+    positions = math.prod(z.shape[1:-1])
+    return z.reshape(-1, z.shape[-1]), torch.arange(b, device=z.device).repeat_interleave(positions)
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(x).all():
+        row = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
+        raise DataError(f"{what} contains NaN or Inf (first at row {row}).", "Check the encoder and the inputs; vqdoctor analyses finite vectors only.")
+
+
+def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> Encoder | None:
+    if data.model is not None:
+        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device)
+    if data.encoder is not None:
+        return encoder_from_file(data.encoder, device=device)
+    return encoder_from_metadata(ckpt, device=device)
+
+
+def _labels_from(path: Path | None, n: int) -> tuple[np.ndarray | None, list[str] | None]:
+    if path is None:
+        return None, None
+    from vqdoctor.io.data import load_labels
+
+    return load_labels(path, n=n)
+
+
+def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> VectorStream | None:
+    """Turn the data options into a stream of latents (None: nothing to read, data-free)."""
+    shard = data.shard
+    if data.latents is not None:
+        src = open_latents(data.latents, channel_axis=data.channel_axis)
+        labels, names = src.labels, src.label_names
+        if data.labels is not None:
+            labels, names = _labels_from(data.labels, src.n_samples)
+
+        def latent_batches() -> Iterator[Batch]:
+            for x, sample in src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors):
+                yield x, sample, None
+
+        return VectorStream(
+            description=f"latents: {data.latents} ({src.n_vectors} vectors of dim {src.dim})",
+            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=labels, label_names=names,
+        )
+
+    inputs_path = data.inputs
+    notes: list[str] = []
+    if inputs_path is None:
+        inputs_path = data_from_metadata(ckpt)
+        if inputs_path is None:
+            return None
+        notes.append(f"Data: the checkpoint's own training data {inputs_path} (named in its metadata).")
+    encoder = _encoder_for(ckpt, data, device)
+    if encoder is None:
+        raise DataError(
+            f"--inputs {inputs_path} needs an encoder, and {ckpt.path} does not describe its own.",
+            "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
+        )
+    notes.extend(encoder.notes)
+    inp = open_inputs(inputs_path, labels=data.labels)
+    channel_axis = data.channel_axis if data.channel_axis is not None else encoder.channel_axis
+    per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
+
+    def encode(xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            z = encoder.fn(xb.to(device))
+        z = z.float()
+        _check_finite(z, f"The encoder's output on {inputs_path}")
+        vecs, local = _flatten_vectors(z, channel_axis)
+        return vecs, idx.to(vecs.device)[local]
+
+    def input_batches() -> Iterator[Batch]:
+        for xb, idx in inp.batches(per_batch, shard=shard, max_items=data.max_vectors):
+            vecs, sample = encode(xb, idx)
+            yield vecs, sample, xb.reshape(xb.shape[0], -1)
+
+    def take(samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        parts, owners = [], []
+        for start in range(0, len(samples), per_batch):
+            chunk = samples[start : start + per_batch]
+            vecs, sample = encode(inp.take(chunk), torch.as_tensor(chunk))
+            parts.append(vecs)
+            owners.append(sample)
+        return torch.cat(parts), torch.cat(owners)
+
+    return VectorStream(
+        description=f"inputs: {inputs_path} ({inp.n} items) through {encoder.description}",
+        n_samples=inp.n, batches=input_batches, take=take,
+        take_inputs=lambda samples: inp.take(samples).reshape(len(samples), -1),
+        labels=inp.labels, label_names=inp.label_names, notes=notes,
+    )
+
+
+def checkpoint_info(ckpt: Checkpoint) -> CheckpointInfo:
+    return CheckpointInfo(path=str(ckpt.path), format=ckpt.format, nesting=ckpt.describe_nesting(), fingerprint=ckpt.fingerprint)
+
+
+def inspect(
+    checkpoint: str | Path | Checkpoint,
+    *,
+    data: DataOptions = DataOptions(),
+    analysis: AnalysisOptions = AnalysisOptions(),
+    progress: ProgressFn | None = None,
+) -> Report:
+    """Diagnose every codebook of a checkpoint over the given data."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals)
+    found = discover(ckpt, pattern=analysis.codebook)
+    device = pick_device(data.device)
+    stream = open_stream(ckpt, data, device=device)
+    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
+                    device=device, progress=progress)

@@ -1,0 +1,60 @@
+"""Options shared by the commands that read data (inspect, check, fix), declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vqdoctor.errors import UsageError
+from vqdoctor.options import AnalysisOptions, DataOptions
+
+LatentsOpt = Annotated[Optional[Path], typer.Option("--latents", help="Vectors that reach the quantizer: .npy .npz .safetensors .pt, (N, d) or (B, d, H, W) / (B, T, d) with --channel-axis.", rich_help_panel="Data")]
+ChannelAxisOpt = Annotated[Optional[int], typer.Option("--channel-axis", help="Axis of the channels in the latents or the encoder output (1 for B×d×H×W, -1 for B×T×d).", rich_help_panel="Data")]
+InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data the encoder takes: .npy/.npz (labels under y/labels), an image folder (class = sub-folder), .pt/.safetensors.", rich_help_panel="Data")]
+LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="One mode id per input (.npy). Without labels, modes are inferred by clustering.", rich_help_panel="Data")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
+EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
+EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
+AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.", rich_help_panel="Checkpoint")]
+CodebookOpt = Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys, overriding the search.", rich_help_panel="Checkpoint")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Run")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Vectors (or inputs) per batch.", rich_help_panel="Run")]
+MaxVectorsOpt = Annotated[Optional[int], typer.Option("--max-vectors", min=1, help="Stop after this many vectors.", rich_help_panel="Run")]
+MinCountOpt = Annotated[int, typer.Option("--min-count", min=1, help="A code used fewer times than this is dead.", rich_help_panel="Analysis")]
+SubsampleOpt = Annotated[int, typer.Option("--subsample", min=10, help="Points kept for modes, projections and support checks.", rich_help_panel="Analysis")]
+ProjectionOpt = Annotated[str, typer.Option("--projection", help="2-D picture: tsne, umap, pca or none.", rich_help_panel="Analysis")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for subsampling, clustering and projections.", rich_help_panel="Analysis")]
+BudgetOpt = Annotated[int, typer.Option("--memory-budget-mb", min=1, help="Memory for one distance block (never an N×K matrix).", rich_help_panel="Run")]
+
+PROJECTIONS = ("tsne", "umap", "pca", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def data_options(
+    *, latents: Path | None, channel_axis: int | None, inputs: Path | None, labels: Path | None,
+    model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
+    batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
+) -> DataOptions:
+    if device not in DEVICES:
+        raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
+    if latents is not None and (inputs is not None or model is not None or encoder is not None):
+        raise UsageError("--latents cannot be combined with --inputs/--model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.")
+    if (model is not None or encoder is not None) and inputs is None:
+        raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
+    if model is not None and encoder is not None:
+        raise UsageError("Pass either --model or --encoder, not both.")
+    return DataOptions(
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
+        encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()),
+        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
+    )
+
+
+def analysis_options(*, codebook: str | None, min_count: int, subsample: int, projection: str, seed: int,
+                     memory_budget_mb: int) -> AnalysisOptions:
+    if projection not in PROJECTIONS:
+        raise UsageError(f"--projection {projection!r} is not one of {', '.join(PROJECTIONS)}.")
+    return AnalysisOptions(codebook=codebook, min_count=min_count, subsample=subsample, projection=projection,
+                           seed=seed, memory_budget_mb=memory_budget_mb)

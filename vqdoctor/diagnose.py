@@ -1,0 +1,329 @@
+"""Orchestration: codebooks + streamed vectors -> Report. No file I/O here.
+
+The caller (``vqdoctor.api``) opens the checkpoint and the data and hands over a
+:class:`VectorStream`; this module runs every stack over every batch, accumulates mergeable
+statistics, draws one bounded stratified subsample for the things that need points (modes,
+embeddings collapse, geometry against the data, the 2-D picture) and assembles the Report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from vqdoctor import __version__
+from vqdoctor.codebooks.model import Codebook, Discovery, Stack
+from vqdoctor.core.chain import LevelOutput, run_stack
+from vqdoctor.core.collapse import dead_code_modes, embeddings_collapse, tokens_collapse
+from vqdoctor.core.ema import ema_metrics
+from vqdoctor.core.geometry import geometry_metrics, w_metrics
+from vqdoctor.core.modes import fit_modes
+from vqdoctor.core.projection import project_2d
+from vqdoctor.core.subsample import stratified_indices
+from vqdoctor.core.usage import UsageStats
+from vqdoctor.options import AnalysisOptions
+from vqdoctor.report.schema import (
+    CheckpointInfo,
+    CodebookReport,
+    DataInfo,
+    Projection2D,
+    Report,
+)
+from vqdoctor.verdicts import codebook_verdicts, embeddings_verdicts
+
+# A batch: latents (b, D) float32 on the analysis device, the sample each vector came from (b,),
+# and the raw inputs of those samples flattened to (b_samples, F) when the stream has them
+# (indexed by the local sample order of ``sample_idx``; None for latents-only streams).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class VectorStream:
+    """The vectors that reach the quantizer, however they were obtained."""
+
+    description: str
+    n_samples: int
+    batches: Callable[[], Iterator[Batch]]
+    take: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]  # samples -> (latents (m,D), sample (m,))
+    take_inputs: Callable[[np.ndarray], torch.Tensor] | None = None  # samples -> inputs (s, F)
+    labels: np.ndarray | None = None  # (n_samples,) int
+    label_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Modes:
+    source: str
+    names: list[str]
+    per_sample: np.ndarray | None  # (n_samples,) when modes come from labels
+    model: object | None  # fitted ModeModel when inferred
+    on_inputs: bool  # the model reads inputs (else latents)
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def of_batch(self, x: torch.Tensor, sample: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        """Mode id of each vector of the batch, (b,) int64 on x's device."""
+        if self.per_sample is not None:
+            return torch.as_tensor(self.per_sample, device=x.device)[sample]
+        if self.on_inputs:
+            assert inputs is not None
+            _, local = torch.unique(sample, return_inverse=True)
+            return self.model.predict(inputs.to(x.device)).to(x.device)[local]  # type: ignore[union-attr]
+        return self.model.predict(x).to(x.device)  # type: ignore[union-attr]
+
+
+def _codebook_space(stack: Stack, cb: Codebook) -> str:
+    parts = []
+    if stack.channels is not None:
+        parts.append(f"channels {stack.channels[0]}:{stack.channels[1]}")
+    if stack.project_in is not None:
+        parts.append("after project_in")
+    if stack.residual and cb.level > 0:
+        parts.append(f"residual after level {cb.level - 1}")
+    if cb.in_proj is not None:
+        parts.append("after in_proj")
+    if cb.heads > 1:
+        parts.append(f"head {cb.head} of {cb.heads}" if not cb.shared_heads else f"all {cb.heads} heads")
+    space = ", ".join(parts) if parts else "latent space"
+    return f"{space} ({cb.metric})"
+
+
+def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: torch.Tensor | None, options: AnalysisOptions) -> _Modes:
+    if stream.labels is not None:
+        k = int(stream.labels.max()) + 1 if stream.labels.size else 0
+        names = stream.label_names or [str(i) for i in range(k)]
+        return _Modes("labels", list(names), stream.labels.astype(np.int64), None, False)
+    on_inputs = sub_inputs is not None
+    basis = sub_inputs if on_inputs else sub_latents
+    model = fit_modes(basis.float().cpu(), seed=options.seed)
+    where = "inputs" if on_inputs else "latents"
+    names = [f"mode {i}" for i in range(model.k)]
+    return _Modes(f"inferred: {model.rule} on {where}", names, None, model, on_inputs)
+
+
+def _pool_per_sample(x: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each sample's vectors: (m, D), (m,) -> (s, D) in order of first appearance."""
+    uniq, inverse = torch.unique(sample, return_inverse=True)
+    sums = torch.zeros(len(uniq), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
+    counts = torch.bincount(inverse, minlength=len(uniq)).clamp_min(1).unsqueeze(1)
+    return sums / counts, uniq
+
+
+@dataclass
+class Gathered:
+    """Everything the report needs from the data: mergeable statistics per codebook (sums) and
+    the bounded subsample (identical on every shard: drawn from global sample indices with the
+    same seed). Shards and distributed ranks merge by adding ``stats``."""
+
+    description: str
+    stats: dict[str, UsageStats]  # codebook name -> statistics
+    vectors: int
+    sub_latents: torch.Tensor  # (m, D)
+    sub_sample: torch.Tensor  # (m,) sample index of each subsample vector
+    sub_idx: np.ndarray  # (s,) the samples drawn
+    sub_inputs: torch.Tensor | None  # (s, F)
+    mode_names: list[str]
+    mode_source: str | None  # None: a single mode, no collapse analysis
+    sub_modes: torch.Tensor | None  # (m,)
+    notes: list[str] = field(default_factory=list)
+
+    def merge(self, other: "Gathered") -> "Gathered":
+        if set(self.stats) != set(other.stats):
+            from vqdoctor.errors import UsageError
+
+            raise UsageError("These statistics cover different codebooks and cannot be merged.",
+                             f"One has {sorted(self.stats)}, the other {sorted(other.stats)}.")
+        stats = {k: v.merge(other.stats[k]) for k, v in self.stats.items()}
+        return replace(self, stats=stats, vectors=self.vectors + other.vectors)
+
+
+def gather(
+    *,
+    discovery: Discovery,
+    stream: VectorStream,
+    options: AnalysisOptions,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+) -> Gathered:
+    """Stream every batch through every stack and accumulate the statistics."""
+    budget = options.memory_budget_mb << 20
+    sub_idx = stratified_indices(stream.n_samples, options.subsample, strata=stream.labels, seed=options.seed)
+    sub_latents, sub_sample = stream.take(sub_idx)
+    sub_latents, sub_sample = sub_latents.to(device), sub_sample.to(device)
+    sub_inputs = stream.take_inputs(sub_idx) if stream.take_inputs is not None else None
+    modes = _decide_modes(stream, sub_latents, sub_inputs, options)
+    n_modes = modes.count if modes.count > 1 else None
+    sub_modes = _sub_modes(modes, sub_latents, sub_sample, sub_idx, sub_inputs) if n_modes else None
+    stats = {
+        cb.name: UsageStats.empty(cb.size, cb.dim, modes=n_modes)
+        for s in discovery.stacks for cb in s.codebooks if cb.assignable
+    }
+    n_vectors = 0
+    for x, sample, inputs in stream.batches():
+        x = x.to(device, non_blocking=True)
+        batch_modes = modes.of_batch(x, sample.to(device), inputs) if n_modes else None
+        for stack in discovery.stacks:
+            for lo in run_stack(stack, x, budget_bytes=budget):
+                m = batch_modes[lo.rows] if batch_modes is not None else None
+                stats[lo.codebook.name].update(lo.idx, lo.sq_err, lo.vectors, m)
+        n_vectors += x.shape[0]
+        if progress is not None:
+            progress(x.shape[0])
+    return Gathered(
+        description=stream.description, stats=stats, vectors=n_vectors, sub_latents=sub_latents,
+        sub_sample=sub_sample, sub_idx=sub_idx, sub_inputs=sub_inputs, mode_names=modes.names,
+        mode_source=modes.source if n_modes else None, sub_modes=sub_modes, notes=list(stream.notes),
+    )
+
+
+def build_report(
+    *,
+    checkpoint: CheckpointInfo,
+    discovery: Discovery,
+    gathered: Gathered | None,
+    options: AnalysisOptions,
+) -> Report:
+    """Turn statistics (None: data-free analysis) into the Report with verdicts."""
+    notes: list[str] = list(discovery.notes)
+    budget = options.memory_budget_mb << 20
+    codebooks = [cb for s in discovery.stacks for cb in s.codebooks]
+    sub_out: dict[str, LevelOutput] = {}
+    embeddings = None
+    projection = None
+    stats: dict[str, UsageStats] = {}
+    g = gathered
+    if g is None:
+        data_info = DataInfo(source="none (data-free analysis: EMA buffers and geometry only)", vectors=None, dim=None, mode_source=None)
+        notes.append("No data given: usage, tokens collapse and embeddings collapse need vectors "
+                     "(--latents, or --inputs with an encoder). Showing data-free numbers only.")
+    else:
+        if g.vectors == 0:
+            from vqdoctor.errors import DataError
+
+            raise DataError(f"The data ({g.description}) yielded no vectors.", "Pass a non-empty file.")
+        notes.extend(g.notes)
+        stats = g.stats
+        for stack in discovery.stacks:
+            for lo in run_stack(stack, g.sub_latents, budget_bytes=budget):
+                sub_out[lo.codebook.name] = lo
+        data_info = DataInfo(source=g.description, vectors=g.vectors, dim=int(g.sub_latents.shape[1]),
+                             mode_source=g.mode_source)
+        if g.sub_modes is not None and g.mode_source is not None:
+            pooled, pooled_samples = _pool_per_sample(g.sub_latents, g.sub_sample)
+            pooled_modes = _modes_of_samples(pooled_samples, g.sub_sample, g.sub_modes)
+            inputs_for = None
+            if g.sub_inputs is not None:
+                pos = {int(s): i for i, s in enumerate(g.sub_idx)}
+                inputs_for = g.sub_inputs[[pos[int(s)] for s in pooled_samples.cpu()]]
+            embeddings = embeddings_collapse(
+                pooled.cpu(), pooled_modes.cpu(), inputs=None if inputs_for is None else inputs_for.float().cpu(),
+                labels=g.mode_names, mode_source=g.mode_source, seed=options.seed,
+            )
+            if g.sub_latents.shape[0] != pooled.shape[0]:
+                notes.append("Embeddings collapse compares per-sample means of the latents with the inputs.")
+        projection = _projection(codebooks, sub_out, g.sub_modes, g.sub_inputs, options)
+
+    reports: list[CodebookReport] = []
+    verdicts = []
+    for stack in discovery.stacks:
+        for cb in stack.codebooks:
+            rep = _codebook_report(stack, cb, stats.get(cb.name), sub_out.get(cb.name), g, options)
+            reports.append(rep)
+            verdicts.extend(codebook_verdicts(rep, ckpt=checkpoint.path))
+    verdicts.extend(embeddings_verdicts(embeddings))
+    free = [{"name": f.name, "kind": f.kind, "note": f.note} for f in discovery.codebook_free]
+    return Report(
+        checkpoint=checkpoint, data=data_info, codebooks=reports, embeddings_collapse=embeddings,
+        verdicts=verdicts, codebook_free=free, projection=projection, notes=notes,
+        vqdoctor_version=__version__,
+    )
+
+
+def diagnose(
+    *,
+    checkpoint: CheckpointInfo,
+    discovery: Discovery,
+    stream: VectorStream | None,
+    options: AnalysisOptions,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Analyse every codebook of ``discovery`` over ``stream`` (None: data-free analysis)."""
+    gathered = None
+    if stream is not None:
+        gathered = gather(discovery=discovery, stream=stream, options=options, device=device, progress=progress)
+    return build_report(checkpoint=checkpoint, discovery=discovery, gathered=gathered, options=options)
+
+
+def _sub_modes(modes: _Modes, sub_latents: torch.Tensor, sub_sample: torch.Tensor, sub_idx: np.ndarray,
+               sub_inputs: torch.Tensor | None) -> torch.Tensor:
+    if modes.per_sample is not None:
+        return torch.as_tensor(modes.per_sample, device=sub_latents.device)[sub_sample]
+    if modes.on_inputs:
+        per_sub = modes.model.predict(sub_inputs.float().cpu())  # type: ignore[union-attr]
+        pos = torch.full((int(sub_idx.max()) + 1,), -1, dtype=torch.int64)
+        pos[torch.as_tensor(sub_idx)] = torch.arange(len(sub_idx))
+        return per_sub[pos[sub_sample.cpu()]].to(sub_latents.device)
+    return modes.model.predict(sub_latents.cpu()).to(sub_latents.device)  # type: ignore[union-attr]
+
+
+def _modes_of_samples(samples: torch.Tensor, sub_sample: torch.Tensor, sub_modes: torch.Tensor) -> torch.Tensor:
+    """One mode per pooled sample: labels / inputs give it directly; latent-inferred modes take the
+    most common mode of the sample's vectors (the first vector's, for one-vector samples)."""
+    first = {}
+    for i, s in enumerate(sub_sample.cpu().tolist()):
+        first.setdefault(s, i)
+    return sub_modes[[first[int(s)] for s in samples.cpu().tolist()]]
+
+
+def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_modes: torch.Tensor | None,
+                sub_inputs: torch.Tensor | None, options: AnalysisOptions) -> Projection2D | None:
+    if options.projection == "none":
+        return None
+    first = next((cb for cb in codebooks if cb.name in sub_out), None)
+    if first is None:
+        return None
+    lo = sub_out[first.name]
+    start = time.perf_counter()
+    pts = lo.vectors.float().cpu()
+    codes = first.codes.float().cpu()
+    if first.metric == "cosine":
+        pts = torch.nn.functional.normalize(pts, dim=1)
+        codes = torch.nn.functional.normalize(codes, dim=1)
+    proj = project_2d(pts, codes=codes, method=options.projection, seed=options.seed)
+    inputs_xy = None
+    if sub_inputs is not None:
+        inputs_xy = project_2d(sub_inputs.float().cpu(), method=options.projection, seed=options.seed).points_xy.tolist()
+    mode_ids = (sub_modes[lo.rows].cpu().tolist() if sub_modes is not None else [0] * pts.shape[0])
+    return Projection2D(
+        method=proj.method, latents=proj.points_xy.tolist(), latent_modes=mode_ids,
+        codes=None if proj.codes_xy is None else proj.codes_xy.tolist(), inputs=inputs_xy,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _codebook_report(stack: Stack, cb: Codebook, st: UsageStats | None, sub: LevelOutput | None,
+                     g: Gathered | None, options: AnalysisOptions) -> CodebookReport:
+    codes = cb.codes.float()
+    usage = st.compute(min_count=options.min_count, space=_codebook_space(stack, cb)) if st is not None else None
+    ema = ema_metrics(cb.ema, cb.size) if cb.ema is not None and cb.ema.cluster_size is not None else None
+    sample = sub.vectors.float().cpu() if sub is not None else None
+    geometry = geometry_metrics(codes, metric=cb.metric, sample=sample, seed=options.seed)
+    w = w_metrics(cb.w.float(), source=cb.keys.get("w", "W")) if cb.w is not None else None
+    tokens = None
+    if st is not None and st.mode_counts is not None and g is not None and g.sub_modes is not None and sub is not None:
+        dead = dead_code_modes(codes, metric=cb.metric, sample=sample, sample_modes=g.sub_modes[sub.rows].cpu())
+        tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=dead, labels=g.mode_names,
+                                 mode_source=g.mode_source or "")
+    counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
+    return CodebookReport(
+        name=cb.name, stack=stack.name, layout=cb.layout, kind=cb.kind, metric=cb.metric, size=cb.size,
+        dim=cb.dim, level=cb.level, head=cb.head, keys=dict(cb.keys), usage=usage, ema=ema, geometry=geometry,
+        w=w, tokens_collapse=tokens, counts=counts, note=cb.note,
+    )
