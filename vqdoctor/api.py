@@ -35,9 +35,9 @@ from vqdoctor.report.schema import CheckpointInfo, Report
 ProgressFn = Callable[[int], None]
 
 
-def load(path: str | Path, *, allow_globals: tuple[str, ...] = ()) -> Checkpoint:
+def load(path: str | Path, *, allow_globals: tuple[str, ...] = (), nesting: str | None = None) -> Checkpoint:
     """Open a checkpoint (safetensors, safe pickle, HF folder, npy/npz) without running code."""
-    return load_checkpoint(path, allow_globals=allow_globals)
+    return load_checkpoint(path, allow_globals=allow_globals, nesting=nesting)
 
 
 def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = True) -> Discovery:
@@ -170,7 +170,7 @@ def inspect(
     progress: ProgressFn | None = None,
 ) -> Report:
     """Diagnose every codebook of a checkpoint over the given data."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
     found = discover(ckpt, pattern=analysis.codebook)
     device = pick_device(data.device)
     stream = open_stream(ckpt, data, device=device)

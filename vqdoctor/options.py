@@ -20,6 +20,7 @@ class DataOptions:
     encoder: Path | None = None  # TorchScript or torch.export (.pt2) file
     encode_method: str | None = None  # attribute/method of the model that encodes
     allow_globals: tuple[str, ...] = ()  # extra pickle globals the user trusts
+    nesting: str | None = None  # which nested state dict of a pickle to read ("ema", "a/b", "" = top)
     batch_size: int = 8192
     device: str = "auto"  # auto | cpu | cuda
     max_vectors: int | None = None  # stop after this many vectors

@@ -18,6 +18,7 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model fac
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
 AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.", rich_help_panel="Checkpoint")]
+NestingOpt = Annotated[Optional[str], typer.Option("--nesting", help="Which nested state dict of a pickle to read, e.g. 'ema' or 'a/b' ('' = top level).", rich_help_panel="Checkpoint")]
 CodebookOpt = Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys, overriding the search.", rich_help_panel="Checkpoint")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Run")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Vectors (or inputs) per batch.", rich_help_panel="Run")]
@@ -35,7 +36,7 @@ DEVICES = ("auto", "cpu", "cuda")
 def data_options(
     *, latents: Path | None, channel_axis: int | None, inputs: Path | None, labels: Path | None,
     model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
-    batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
+    nesting: str | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
 ) -> DataOptions:
     if device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
@@ -47,7 +48,7 @@ def data_options(
         raise UsageError("Pass either --model or --encoder, not both.")
     return DataOptions(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
-        encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()),
+        encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting,
         batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
     )
 

@@ -12,7 +12,7 @@ from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, ProjectionOpt,
+    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt, ProjectionOpt,
     SeedOpt, SubsampleOpt, analysis_options, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
@@ -45,6 +45,7 @@ def inspect_command(
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
+    nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
     min_count: MinCountOpt = 1,
     subsample: SubsampleOpt = 4000,
@@ -63,7 +64,7 @@ def inspect_command(
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
     data = data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model, encoder=encoder,
-        encode_method=encode_method, allow_global=allow_global, batch_size=batch_size, device=device,
+        encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
         max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,

@@ -1,0 +1,573 @@
+"""Data sources that stream in bounded memory: latents (what reaches the quantizer) and raw inputs.
+
+Latents (:func:`open_latents`, CLI ``--latents``)
+-------------------------------------------------
+- ``.npy``: memory-mapped (``np.load(mmap_mode="r")``), read a batch at a time.
+- ``.npz``: the single array, or the one named ``key`` / ``latents`` / ``z`` / ``x``; labels under
+  ``y`` or ``labels`` (ints or strings). Uncompressed members are memory-mapped; compressed members
+  are read whole when opened.
+- ``.safetensors``: the single tensor, or ``key`` / ``latents``; read a slice at a time. Labels
+  under ``y`` / ``labels``.
+- ``.pt``/``.pth``: ``torch.load(weights_only=True)``, memory-mapped: a tensor, or a dict with
+  ``key`` / ``latents`` (labels under ``y`` / ``labels``).
+Shapes: ``(N, d)`` is N vectors. Anything with more axes needs ``channel_axis``: ``(B, d, H, W)`` or
+``(B, d, T)`` take ``channel_axis=1``; ``(B, T, d)`` or ``(B, H, W, d)`` take ``channel_axis=-1``;
+every position of a sample is one vector (labels are per sample). bf16/fp16 are read as float32.
+
+Raw inputs (:func:`open_inputs`, CLI ``--inputs``)
+--------------------------------------------------
+- ``.npy``/``.npz`` arrays ``(N, ...)`` (npz: the single array or ``key`` / ``x`` / ``inputs`` /
+  ``images`` / ``data``; labels under ``y`` / ``labels``), ``.safetensors`` and ``.pt`` tensors
+  (same keys). Values are passed on as float32, unscaled.
+- An image folder: one sub-folder per class (class = sub-folder name, sorted), or images directly in
+  the folder (no labels). ``.png .jpg .jpeg .bmp .gif .webp .tif .tiff``, decoded with Pillow,
+  scaled to ``[0, 1]``, CHW. Grayscale when the first image is grayscale, else RGB. With
+  ``image_size`` every image is resized to ``image_size x image_size``; without, all must share the
+  first image's size.
+Labels (``labels=`` / CLI ``--labels``): ``.npy`` of ints or strings (strings are mapped to ids in
+sorted order, names kept), or ``.txt`` with one label per line; their count must match the data.
+
+Both sources yield ``(batch, index)`` pairs where ``index`` is the sample index of each row, so
+``labels[index]`` gives each vector's mode; ``shard=(i, n)`` takes the i-th of n contiguous slices
+of the samples. NaN/Inf raise :class:`~vqdoctor.errors.DataError` naming the file and first bad row.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqdoctor.errors import DataError, InputFileError, UsageError
+from vqdoctor.io.safe_pickle import safe_torch_load
+
+LATENT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+LABEL_KEYS = ("y", "labels")
+LATENT_KEYS = ("latents", "z", "x")
+INPUT_KEYS = ("x", "inputs", "images", "data")
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L")
+
+
+# --------------------------------------------------------------------------------------------
+# array readers: rows [start, stop) or a set of rows, as float32 tensors
+
+
+class _Rows:
+    shape: tuple[int, ...]
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:  # rows sorted, unique
+        return torch.cat([self.read(int(r), int(r) + 1) for r in rows]) if len(rows) else self.read(0, 0)
+
+
+class _NumpyRows(_Rows):
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape = array, tuple(array.shape)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[start:stop], dtype=np.float32))
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.array[rows], dtype=np.float32))
+
+
+class _TorchRows(_Rows):
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor, self.shape = tensor, tuple(tensor.shape)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return self.tensor[start:stop].to(torch.float32)
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:
+        return self.tensor[torch.from_numpy(rows.astype(np.int64))].to(torch.float32)
+
+
+class _SafetensorsRows(_Rows):
+    def __init__(self, path: Path, key: str, shape: tuple[int, ...]) -> None:
+        from safetensors import safe_open
+
+        self.handle = safe_open(str(path), framework="pt", device="cpu")
+        self.slice = self.handle.get_slice(key)
+        self.shape = shape
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return self.slice[start:stop].to(torch.float32)
+
+
+class _ImageRows(_Rows):
+    def __init__(self, files: list[Path], *, gray: bool, size: tuple[int, int], resize: bool) -> None:
+        self.files, self.gray, self.size, self.resize = files, gray, size, resize
+        channels = 1 if gray else 3
+        self.shape = (len(files), channels, size[1], size[0])
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return torch.stack([self._load(f) for f in self.files[start:stop]]) if stop > start else (
+            torch.empty((0, *self.shape[1:])))
+
+    def _load(self, file: Path) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file) as img:
+                img = img.convert("L" if self.gray else "RGB")
+                if self.resize:
+                    img = img.resize(self.size, Image.BILINEAR)
+                elif img.size != self.size:
+                    raise DataError(
+                        f"Image {file} is {img.size[0]}x{img.size[1]} but the first image is "
+                        f"{self.size[0]}x{self.size[1]}; images must share one size.",
+                        hint="Pass --image-size N to resize every image to N x N.",
+                    )
+                array = np.asarray(img, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputFileError(f"Image {file} could not be decoded: {exc}.",
+                                 hint="Remove or re-save that file.") from None
+        tensor = torch.from_numpy(array)
+        return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+
+
+def _check_batching(batch_size: int, shard: tuple[int, int] | None, limit: int | None, limit_name: str) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}.",
+                         hint="Pass --batch-size N with N >= 1.")
+    if shard is not None:
+        i, n = shard
+        if n < 1 or not 0 <= i < n:
+            raise UsageError(f"shard {shard!r} is not (i, n) with 0 <= i < n.",
+                             hint="Pass --shard i/n, e.g. 0/4 for the first of four.")
+    if limit is not None and limit < 1:
+        raise UsageError(f"{limit_name} must be at least 1, got {limit}.")
+
+
+def _shard_range(n: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    if shard is None:
+        return 0, n
+    i, k = shard
+    return i * n // k, (i + 1) * n // k
+
+
+def _check_indices(indices: np.ndarray | Sequence[int], n: int, what: str) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+        raise UsageError(f"{what} indices must be a 1-D integer array, got shape {idx.shape} dtype {idx.dtype}.")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = int(idx[(idx < 0) | (idx >= n)][0])
+        raise UsageError(f"{what} index {bad} is out of range: there are {n} {what}s.")
+    return idx
+
+
+def _ordered_gather(rows: _Rows, idx: np.ndarray) -> torch.Tensor:
+    unique, inverse = np.unique(idx, return_inverse=True)
+    return rows.gather(unique)[torch.from_numpy(inverse.reshape(-1).astype(np.int64))]
+
+
+def _check_finite(path: Path, x: torch.Tensor, first_row: int, what: str) -> None:
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.numel() else None
+    if finite is not None and not bool(finite.all()):
+        row = first_row + int((~finite).nonzero()[0, 0])
+        raise DataError(
+            f"{path} holds NaN or Inf values; the first is in {what} {row}.",
+            hint="Remove or repair those rows (e.g. numpy.nan_to_num), or check the encoder that "
+            "produced them.",
+        )
+
+
+class LatentSource:
+    """Vectors that reach the quantizer, streamed from a file. ``n_samples`` samples, each of
+    ``positions`` vectors of dimension ``dim`` (``n_vectors = n_samples * positions``)."""
+
+    def __init__(
+        self,
+        path: Path,
+        rows: _Rows,
+        *,
+        channel_axis: int | None,
+        labels: np.ndarray | None,
+        label_names: list[str] | None,
+    ) -> None:
+        self.path = path
+        self._rows = rows
+        self.shape = rows.shape
+        self._axis = channel_axis  # normalised, >= 1, or None for (N, d)
+        self.n_samples = int(rows.shape[0])
+        self.dim = int(rows.shape[channel_axis if channel_axis is not None else 1])
+        rest = [s for a, s in enumerate(rows.shape[1:], start=1) if a != (channel_axis or 1)]
+        self.positions = int(math.prod(rest))
+        self.n_vectors = self.n_samples * self.positions
+        self.labels = labels
+        self.label_names = label_names
+
+    def _vectors(self, block: torch.Tensor) -> torch.Tensor:  # (b, ...) -> (b * positions, d)
+        if self._axis is not None:
+            block = block.movedim(self._axis, -1)
+        return block.reshape(-1, self.dim)
+
+    def batches(
+        self, batch_size: int, *, shard: tuple[int, int] | None = None, max_vectors: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(vectors (b, d) float32, sample index (b,) int64)`` with ``b <= batch_size``,
+        in file order, over this shard's samples, stopping after ``max_vectors`` vectors."""
+        _check_batching(batch_size, shard, max_vectors, "max_vectors")
+        start, stop = _shard_range(self.n_samples, shard)
+        per_read = max(1, batch_size // self.positions)
+        left = self.n_vectors if max_vectors is None else max_vectors
+        for s0 in range(start, stop, per_read):
+            s1 = min(stop, s0 + per_read)
+            vectors = self._vectors(self._rows.read(s0, s1))
+            samples = torch.arange(s0, s1, dtype=torch.int64).repeat_interleave(self.positions)
+            _check_finite(self.path, vectors, s0 * self.positions, "vector")
+            for b0 in range(0, vectors.shape[0], batch_size):
+                if left <= 0:
+                    return
+                b1 = min(vectors.shape[0], b0 + batch_size, b0 + left)
+                left -= b1 - b0
+                yield vectors[b0:b1].contiguous(), samples[b0:b1]
+
+    def take(self, sample_indices: np.ndarray | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every vector of the given samples (in the given order): ``(vectors (m, d) float32,
+        sample index (m,) int64)`` with ``m = len(sample_indices) * positions``."""
+        idx = _check_indices(sample_indices, self.n_samples, "sample")
+        vectors = self._vectors(_ordered_gather(self._rows, idx))
+        samples = torch.from_numpy(idx).repeat_interleave(self.positions)
+        _check_finite(self.path, vectors, 0, "selected vector")
+        return vectors, samples
+
+
+class InputSource:
+    """Raw inputs for an encoder: ``n`` items of shape ``sample_shape``, streamed as float32."""
+
+    def __init__(self, path: Path, rows: _Rows, *, labels: np.ndarray | None,
+                 label_names: list[str] | None) -> None:
+        self.path = path
+        self._rows = rows
+        self.n = int(rows.shape[0])
+        self.sample_shape = tuple(int(s) for s in rows.shape[1:])
+        self.labels = labels
+        self.label_names = label_names
+
+    def batches(
+        self, batch_size: int, *, shard: tuple[int, int] | None = None, max_items: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(inputs (b, *sample_shape) float32, index (b,) int64)``, ``b <= batch_size``."""
+        _check_batching(batch_size, shard, max_items, "max_items")
+        start, stop = _shard_range(self.n, shard)
+        if max_items is not None:
+            stop = min(stop, start + max_items)
+        for i0 in range(start, stop, batch_size):
+            i1 = min(stop, i0 + batch_size)
+            x = self._rows.read(i0, i1)
+            _check_finite(self.path, x, i0, "item")
+            yield x, torch.arange(i0, i1, dtype=torch.int64)
+
+    def take(self, indices: np.ndarray | Sequence[int]) -> torch.Tensor:
+        """The given items, in the given order: ``(m, *sample_shape)`` float32."""
+        idx = _check_indices(indices, self.n, "item")
+        x = _ordered_gather(self._rows, idx)
+        _check_finite(self.path, x, 0, "selected item")
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# opening files
+
+
+def open_latents(
+    path: str | Path,
+    *,
+    channel_axis: int | None = None,
+    key: str | None = None,
+    labels: str | Path | None = None,
+) -> LatentSource:
+    """Open a latents file (see the module docstring) without reading it whole.
+
+    ``channel_axis`` is required for arrays with more than two axes; ``labels`` is an optional
+    file with one mode id per sample (overrides labels stored in the file)."""
+    path = Path(path)
+    _check_file(path, LATENT_SUFFIXES, "latents")
+    rows, file_labels = _open_rows(path, key=key, preferred=LATENT_KEYS, what="latents")
+    shape = rows.shape
+    if len(shape) < 2:
+        raise DataError(f"Latents in {path} have shape {shape}; expected (N, d), (B, d, H, W) or (B, T, d).",
+                        hint="Save the latents as an (N, d) array.")
+    axis: int | None
+    if len(shape) == 2:
+        if channel_axis not in (None, 1, -1):
+            raise UsageError(f"--channel-axis {channel_axis} does not fit latents of shape {shape}; "
+                             "for (N, d) the channels are axis 1 (or leave it out).")
+        axis = None
+    else:
+        if channel_axis is None:
+            raise UsageError(
+                f"Latents in {path} have shape {shape}; with more than two axes vqdoctor needs to "
+                "know which axis holds the channels.",
+                hint="Pass --channel-axis 1 for (B, d, H, W) / (B, d, T), or --channel-axis -1 for "
+                "(B, T, d) / (B, H, W, d).",
+            )
+        axis = channel_axis + len(shape) if channel_axis < 0 else channel_axis
+        if not 1 <= axis < len(shape):
+            raise UsageError(f"--channel-axis {channel_axis} does not fit latents of shape {shape}: "
+                             f"use an axis from 1 to {len(shape) - 1} (or -1); axis 0 is the batch.")
+    if math.prod(shape) == 0:
+        raise DataError(f"Latents in {path} are empty (shape {shape}).", hint="Point at a file with data.")
+    label_values, names = _labels(path, labels, file_labels, shape[0], "latent samples")
+    return LatentSource(path, rows, channel_axis=axis, labels=label_values, label_names=names)
+
+
+def open_inputs(
+    path: str | Path,
+    *,
+    labels: str | Path | None = None,
+    image_size: int | None = None,
+    key: str | None = None,
+) -> InputSource:
+    """Open raw inputs: an array file or an image folder (see the module docstring)."""
+    path = Path(path)
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise UsageError(f"image_size must be a positive integer, got {image_size!r}.")
+    if path.is_dir():
+        rows, file_labels = _open_image_folder(path, image_size)
+    else:
+        _check_file(path, LATENT_SUFFIXES, "inputs")
+        if image_size is not None:
+            raise UsageError(f"--image-size applies to image folders, but {path} is an array file.",
+                             hint="Drop --image-size, or resize the arrays yourself.")
+        rows, file_labels = _open_rows(path, key=key, preferred=INPUT_KEYS, what="inputs")
+        if len(rows.shape) < 1 or math.prod(rows.shape) == 0:
+            raise DataError(f"Inputs in {path} are empty (shape {rows.shape}).", hint="Point at a file with data.")
+    label_values, names = _labels(path, labels, file_labels, rows.shape[0], "inputs")
+    return InputSource(path, rows, labels=label_values, label_names=names)
+
+
+def load_labels(path: str | Path, *, n: int | None = None) -> tuple[np.ndarray, list[str] | None]:
+    """One label per sample from ``.npy`` (ints or strings) or ``.txt`` (one per line):
+    ``(ids (N,) int64, names or None)``; strings become ids in sorted order. With ``n``, a count
+    other than ``n`` is a :class:`DataError` showing both."""
+    path = Path(path)
+    if n is not None:
+        values, names = load_labels(path)
+        if len(values) != n:
+            raise DataError(f"Labels in {path} have {len(values)} entries but the data has {n} samples.",
+                            hint="Give exactly one label per sample, in the same order.")
+        return values, names
+    _check_file(path, (".npy", ".txt"), "labels")
+    if path.suffix.lower() == ".txt":
+        values = np.array([line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                           if line.strip()])
+        if values.size and all(v.lstrip("-").isdigit() for v in values):
+            values = values.astype(np.int64)
+    else:
+        try:
+            values = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InputFileError(f"{path} could not be read as labels: {exc}.",
+                                 hint="Save labels with numpy.save as ints or strings.") from None
+    return _normalise_labels(path, np.asarray(values))
+
+
+def _normalise_labels(path: Path, values: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+    values = np.asarray(values)
+    if values.ndim != 1:
+        values = values.reshape(-1) if values.ndim == 2 and 1 in values.shape else values
+    if values.ndim != 1:
+        raise DataError(f"Labels in {path} have shape {values.shape}; expected one label per sample (N,).")
+    if values.dtype.kind in "US":
+        names, ids = np.unique(values.astype(str), return_inverse=True)
+        return ids.reshape(-1).astype(np.int64), [str(n) for n in names]
+    if values.dtype.kind == "b" or values.dtype.kind in "iu":
+        return values.astype(np.int64), None
+    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64), None
+    raise DataError(f"Labels in {path} have dtype {values.dtype}; expected integer ids or strings.",
+                    hint="Save one integer (or string) label per sample.")
+
+
+def _labels(
+    path: Path, labels: str | Path | None, file_labels: tuple[np.ndarray, list[str] | None] | None,
+    n: int, what: str,
+) -> tuple[np.ndarray | None, list[str] | None]:
+    if labels is not None:
+        values, names = load_labels(labels)
+        source = Path(labels)
+    elif file_labels is not None:
+        (values, names), source = file_labels, path
+    else:
+        return None, None
+    if len(values) != n:
+        raise DataError(
+            f"Labels in {source} have {len(values)} entries but {path} has {n} {what}.",
+            hint="Give exactly one label per sample, in the same order.",
+        )
+    return values, names
+
+
+def _check_file(path: Path, suffixes: Sequence[str], what: str) -> None:
+    if not path.exists():
+        raise InputFileError(f"The {what} file {path} does not exist.", hint="Check the path.")
+    if path.is_dir():
+        raise InputFileError(f"The {what} path {path} is a folder, not a file.",
+                             hint=f"Point at a {' / '.join(suffixes)} file.")
+    if path.suffix.lower() not in suffixes:
+        raise InputFileError(f"The {what} file {path} has an unsupported extension {path.suffix or '(none)'!r}.",
+                             hint=f"Supported: {', '.join(suffixes)}.")
+    if path.stat().st_size == 0:
+        raise DataError(f"The {what} file {path} is empty (0 bytes).", hint="Point at a file with data.")
+
+
+def _pick_key(path: Path, keys: Sequence[str], key: str | None, preferred: Sequence[str], what: str) -> str:
+    if key is not None:
+        if key not in keys:
+            raise DataError(f"{path} has no array {key!r}; it has: {', '.join(keys) or 'none'}.",
+                            hint="Pass one of those names as the key.")
+        return key
+    data_keys = [k for k in keys if k not in LABEL_KEYS]
+    if len(data_keys) == 1:
+        return data_keys[0]
+    for name in preferred:
+        if name in data_keys:
+            return name
+    raise DataError(
+        f"{path} holds {len(data_keys)} arrays ({', '.join(data_keys) or 'none'}) and none is named "
+        f"{' / '.join(preferred)}; vqdoctor cannot tell which holds the {what}.",
+        hint=f"Name the array '{preferred[0]}' or save only that one.",
+    )
+
+
+def _open_rows(
+    path: Path, *, key: str | None, preferred: Sequence[str], what: str
+) -> tuple[_Rows, tuple[np.ndarray, list[str] | None] | None]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            _check_numeric(path, array.dtype, what)
+            return _NumpyRows(array), None
+        if suffix == ".npz":
+            with zipfile.ZipFile(path) as zf:
+                keys = [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
+            name = _pick_key(path, keys, key, preferred, what)
+            array = _npz_member(path, name)
+            _check_numeric(path, array.dtype, what)
+            file_labels = None
+            label_key = next((k for k in LABEL_KEYS if k in keys and k != name), None)
+            if label_key:
+                with np.load(path, allow_pickle=False) as npz:
+                    file_labels = _normalise_labels(path, npz[label_key])
+            return _NumpyRows(array), file_labels
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputFileError(f"{path} could not be read as a numpy file: {exc}.",
+                             hint="Save arrays with numpy.save / numpy.savez (no pickled objects).") from None
+    if suffix == ".safetensors":
+        from vqdoctor.io.checkpoints import ST_DTYPES, safetensors_header
+
+        header, _ = safetensors_header(path)
+        header.pop("__metadata__", None)
+        name = _pick_key(path, list(header), key, preferred, what)
+        if ST_DTYPES.get(header[name]["dtype"], torch.bool) in (torch.bool,):
+            raise DataError(f"{path}: tensor {name!r} has dtype {header[name]['dtype']}, not numbers.")
+        rows = _SafetensorsRows(path, name, tuple(int(s) for s in header[name]["shape"]))
+        file_labels = None
+        label_key = next((k for k in LABEL_KEYS if k in header and k != name), None)
+        if label_key:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                file_labels = _normalise_labels(path, fh.get_tensor(label_key).numpy())
+        return rows, file_labels
+    obj: Any = safe_torch_load(path)
+    if isinstance(obj, torch.Tensor):
+        tensor, file_labels = obj, None
+    elif isinstance(obj, dict):
+        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        name = _pick_key(path, list(tensors), key, preferred, what)
+        tensor = tensors[name]
+        label_key = next((k for k in LABEL_KEYS if k in tensors and k != name), None)
+        file_labels = _normalise_labels(path, tensors[label_key].numpy()) if label_key else None
+    else:
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors.",
+                        hint=f"Save the {what} with torch.save(tensor, path) or torch.save({{'latents': t}}, path).")
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.uint8, torch.int8, torch.int16,
+                                                            torch.int32, torch.int64)):
+        raise DataError(f"{path}: the {what} tensor has dtype {tensor.dtype}, not numbers.")
+    return _TorchRows(tensor), file_labels
+
+
+def _check_numeric(path: Path, dtype: np.dtype, what: str) -> None:
+    if dtype.kind not in "iuf":
+        raise DataError(f"The {what} in {path} have dtype {dtype}, not numbers.",
+                        hint="Save them as a float array.")
+
+
+def _npz_member(path: Path, name: str) -> np.ndarray:
+    """An npz member, memory-mapped when stored uncompressed, else read whole."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name + ".npy")
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(
+                local[28:30], "little")
+            fh.seek(start)
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+        if dtype.hasobject:
+            raise ValueError(f"array {name!r} holds Python objects")
+        if math.prod(shape) == 0:
+            return np.empty(shape, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                         order="F" if fortran else "C")
+    with np.load(path, allow_pickle=False) as npz:
+        return npz[name]
+
+
+def _open_image_folder(path: Path, image_size: int | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    def images(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    top = images(path)
+    classes = [d for d in sorted(path.iterdir()) if d.is_dir() and images(d)]
+    if top and classes:
+        raise DataError(
+            f"{path} holds images both directly and in sub-folders ({', '.join(d.name for d in classes[:3])}); "
+            "vqdoctor cannot tell which are classes.",
+            hint="Put every image in a class sub-folder, or all of them directly in the folder.",
+        )
+    if not top and not classes:
+        raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in sub-folders.",
+                        hint="Point at an image folder (one sub-folder per class) or an array file.")
+    if classes:
+        files = [f for d in classes for f in images(d)]
+        ids = np.concatenate([np.full(len(images(d)), i, dtype=np.int64) for i, d in enumerate(classes)])
+        file_labels: tuple[np.ndarray, list[str]] | None = (ids, [d.name for d in classes])
+    else:
+        files, file_labels = top, None
+    try:
+        with Image.open(files[0]) as img:
+            gray, size = img.mode in _GRAY_MODES, img.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputFileError(f"Image {files[0]} could not be decoded: {exc}.",
+                             hint="Remove or re-save that file.") from None
+    if image_size is not None:
+        size = (image_size, image_size)
+    return _ImageRows(files, gray=gray, size=size, resize=image_size is not None), file_labels
+
+
+__all__ = ["InputSource", "LatentSource", "load_labels", "open_inputs", "open_latents"]
