@@ -1,5 +1,5 @@
 """Frozen result types of the pure core. Field names are the JSON contract of DESIGN.md
-(``docs/report.schema.json``); a renderer turns them into JSON with ``dataclasses.asdict``.
+(``vqdoctor/report/report.schema.json``, documented in ``docs/json-schema.md``); a renderer turns them into JSON with ``dataclasses.asdict``.
 A value that cannot be computed is ``None`` (JSON ``null``), never a made-up number."""
 
 from __future__ import annotations
