@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqdoctor.codebooks import find_codebooks, select
+from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, select
 from vqdoctor.codebooks.model import Discovery
 from vqdoctor.core.device import pick_device
 from vqdoctor.diagnose import Batch, VectorStream, diagnose
-from vqdoctor.errors import CodebookNotFoundError, DataError
+from vqdoctor.errors import DataError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import open_inputs, open_latents
@@ -42,21 +42,12 @@ def load(path: str | Path, *, allow_globals: tuple[str, ...] = (), nesting: str 
 
 def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = True) -> Discovery:
     """Every codebook of ``ckpt`` (filtered by the ``pattern`` glob); with ``require`` an empty
-    result is a CodebookNotFoundError."""
-    found = find_codebooks(ckpt.state)
+    result is a CodebookNotFoundError that lists the candidates."""
+    found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
     if pattern is not None:
-        found = select(found, pattern)
+        found = select(found, pattern, state=ckpt.state)
     if require and not found.stacks:
-        free = ", ".join(f"{f.name} ({f.kind})" for f in found.codebook_free)
-        if free:
-            raise CodebookNotFoundError(
-                f"{ckpt.path} quantizes without a learned codebook: {free}.",
-                "Codebook-free quantizers (FSQ, LFQ) have no table to diagnose; `vqdoctor ls` shows what was found.",
-            )
-        raise CodebookNotFoundError(
-            f"No codebook found in {ckpt.path} ({len(ckpt.state)} tensors, {ckpt.describe_nesting()}).",
-            "Run `vqdoctor ls` on it to see the candidates, then pass --codebook KEY (a glob over tensor names).",
-        )
+        raise no_codebook_error(ckpt.state, found)
     return found
 
 

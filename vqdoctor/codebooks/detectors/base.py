@@ -10,8 +10,9 @@ fooled by encoder/decoder weights, language-model token embeddings or classifier
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from vqdoctor.codebooks.model import CodebookFree, Stack
 from vqdoctor.io.store import TensorStore
@@ -28,4 +29,33 @@ class Detection:
 class Detector(Protocol):
     name: str
 
-    def __call__(self, state: TensorStore, claimed: set[str]) -> Detection: ...
+    def __call__(
+        self, state: TensorStore, claimed: set[str], *, config: Mapping[str, Any] | None = None
+    ) -> Detection: ...
+
+
+DetectFn = Callable[[TensorStore, set[str], Mapping[str, Any]], Detection]
+
+
+@dataclass(frozen=True)
+class NamedDetector:
+    """A detector function with its layout name. ``config`` is the checkpoint's parsed model
+    config (Hugging Face ``config.json`` or safetensors metadata), ``{}`` when there is none:
+    some switches (LlamaGen's l2-normalised lookup) are not visible in the weights."""
+
+    name: str
+    fn: DetectFn
+
+    def __call__(
+        self, state: TensorStore, claimed: set[str], *, config: Mapping[str, Any] | None = None
+    ) -> Detection:
+        return self.fn(state, claimed, config or {})
+
+
+def detector(name: str) -> Callable[[DetectFn], NamedDetector]:
+    """Decorator: ``@detector("dac")`` turns ``fn(state, claimed, config)`` into a Detector."""
+
+    def wrap(fn: DetectFn) -> NamedDetector:
+        return NamedDetector(name=name, fn=fn)
+
+    return wrap

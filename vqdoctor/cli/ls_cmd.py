@@ -1,0 +1,146 @@
+"""`vqdoctor ls`: what codebooks a checkpoint holds, where, and of which kind."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vqdoctor.cli.app import app
+from vqdoctor.cli.errors import translate_errors
+from vqdoctor.codebooks import config_from_metadata, find_codebooks, select
+from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
+from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.io.checkpoints import load_checkpoint
+
+LS_SCHEMA = "vqdoctor.ls/1"
+
+
+def _position(st: Stack, cb: Codebook) -> str:
+    parts = []
+    if st.residual:
+        parts.append(f"L{cb.level}")
+    if cb.heads > 1:
+        parts.append("shared x" + str(cb.heads) if cb.shared_heads else f"h{cb.head}/{cb.heads}")
+    if st.channels is not None:
+        parts.append(f"g{st.group} [{st.channels[0]}:{st.channels[1]})")
+    return " ".join(parts) or "-"
+
+
+def _shape(lin: Linear | None) -> str | None:
+    return None if lin is None else f"{lin.in_dim}->{lin.out_dim}"
+
+
+def _projections(st: Stack, cb: Codebook) -> str:
+    parts = []
+    for label, lin in (("in", st.project_in), ("out", st.project_out), ("in_proj", cb.in_proj), ("out_proj", cb.out_proj)):
+        if lin is not None:
+            parts.append(f"{label} {_shape(lin)}")
+    if cb.w is not None:
+        parts.append(f"W {tuple(cb.w.shape)}")
+    return ", ".join(parts) or "-"
+
+
+def _ema(cb: Codebook) -> str:
+    if cb.ema is None:
+        return "-"
+    roles = ", ".join(cb.ema.keys) or "-"
+    return roles + ("" if cb.ema.is_count else " (not counts)")
+
+
+def _codebook_json(st: Stack, cb: Codebook) -> dict[str, Any]:
+    return {
+        "name": cb.name,
+        "stack": st.name,
+        "layout": cb.layout,
+        "kind": cb.kind,
+        "size": cb.size,
+        "dim": cb.dim,
+        "level": cb.level,
+        "head": cb.head,
+        "heads": cb.heads,
+        "group": st.group if st.channels is not None else None,
+        "channels": list(st.channels) if st.channels is not None else None,
+        "residual": st.residual,
+        "metric": cb.metric,
+        "assignable": cb.assignable,
+        "keys": dict(cb.keys),
+        "ema": cb.ema is not None,
+        "w": cb.w is not None,
+        "projections": {k: _shape(v) for k, v in (("project_in", st.project_in), ("project_out", st.project_out),
+                                                  ("in_proj", cb.in_proj), ("out_proj", cb.out_proj)) if v is not None},
+        "note": cb.note,
+    }
+
+
+def ls_json(ckpt: Checkpoint, found: Discovery) -> dict[str, Any]:
+    """The ``vqdoctor.ls/1`` document."""
+    return {
+        "schema": LS_SCHEMA,
+        "checkpoint": {
+            "path": str(ckpt.path),
+            "format": ckpt.format,
+            "nesting": list(ckpt.nesting),
+            "tensors": len(ckpt.state),
+            "fingerprint": ckpt.fingerprint or None,
+        },
+        "codebooks": [_codebook_json(st, cb) for st in found.stacks for cb in st.codebooks],
+        "codebook_free": [{"name": f.name, "kind": f.kind, "keys": list(f.keys), "note": f.note} for f in found.codebook_free],
+        "notes": list(found.notes),
+    }
+
+
+def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
+    console.print(f"[bold]{ckpt.path}[/bold]  {ckpt.format}, {len(ckpt.state)} tensors, nesting: {ckpt.describe_nesting()}")
+    if not found.stacks and not found.codebook_free:
+        console.print("No codebook found.")
+        return
+    if found.stacks:
+        table = Table(title=f"{len(found.codebooks)} codebook(s) in {len(found.stacks)} stack(s)", show_lines=False)
+        for col in ("name", "layout", "kind", "K", "d", "metric", "position", "EMA buffers", "projections / W", "codes key"):
+            table.add_column(col, overflow="fold")
+        for st in found.stacks:
+            for cb in st.codebooks:
+                table.add_row(cb.name, cb.layout, cb.kind + ("" if cb.assignable else " (logits)"), str(cb.size),
+                              str(cb.dim), cb.metric, _position(st, cb), _ema(cb), _projections(st, cb),
+                              cb.keys.get("codes", "-"))
+        console.print(table)
+        for cb in found.codebooks:
+            if cb.note:
+                console.print(f"  [dim]{cb.name}: {cb.note}[/dim]")
+    else:
+        console.print("No learned codebook found.")
+    if found.codebook_free:
+        free = Table(title="Codebook-free quantizers (nothing learned to analyse)")
+        for col in ("name", "kind", "note", "keys"):
+            free.add_column(col, overflow="fold")
+        for f in found.codebook_free:
+            free.add_row(f.name, f.kind, f.note, ", ".join(f.keys))
+        console.print(free)
+
+
+@app.command("ls")
+@translate_errors
+def ls_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face model folder.")],
+    codebook: Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys; a glob naming a 2-D tensor takes it as the codebook.")] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the vqdoctor.ls/1 JSON document to PATH ('-' for stdout).")] = None,
+    allow_global: Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.")] = None,
+) -> None:
+    """List the codebooks found in a checkpoint: where, of which kind, how they are compared."""
+    ckpt = load_checkpoint(checkpoint, allow_globals=tuple(allow_global or ()))
+    found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
+    if codebook is not None:
+        found = select(found, codebook, state=ckpt.state)
+    if json_out is not None:
+        text = json.dumps(ls_json(ckpt, found), indent=2)
+        if json_out == "-":
+            sys.stdout.write(text + "\n")
+            return
+        Path(json_out).write_text(text + "\n", encoding="utf-8")
+    render(ckpt, found, Console())
