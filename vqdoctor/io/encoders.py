@@ -1,0 +1,306 @@
+"""Getting from raw data to latents: the encoder sources vqdoctor accepts.
+
+Four ways, each returning an :class:`Encoder` (a function from an input batch to latents):
+
+- :func:`encoder_from_metadata`: the checkpoint describes its own encoder (``vqdoctor.arch``
+  metadata, the shipped samples); vqdoctor rebuilds it and loads the ``encoder.*`` tensors strictly.
+- :func:`encoder_from_factory`: ``--model pkg.module:factory`` or ``path/to/file.py:factory``, the
+  user's own trusted code returning an ``nn.Module``; the checkpoint's matching tensors are loaded
+  into it (strict=False, with missing / unexpected keys reported in ``Encoder.notes``).
+- :func:`encoder_from_file`: ``--encoder FILE``, a TorchScript file or a ``torch.export`` program
+  (``.pt2``). Nothing else is ever unpickled.
+- :func:`data_from_metadata`: the data a sample was trained on (``vqdoctor.data``, relative to the
+  checkpoint's folder).
+
+Every ``Encoder.fn`` runs under ``torch.inference_mode`` on the device it was built for and takes
+a batch ``(b, ...)`` on any device (it is moved).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vqdoctor.errors import EncoderError, InputFileError
+from vqdoctor.io.checkpoint_types import Checkpoint
+
+ARCH_KEY = "vqdoctor.arch"
+DATA_KEY = "vqdoctor.data"
+# keys tried, in order, when an encode method returns a dict
+DICT_KEYS = ("latents", "z", "z_e", "encoded", "hidden_states", "last_hidden_state")
+_OUTPUT_RULE = (
+    "latents = the output of {how} if it is a tensor; of a tuple/list, its first tensor; of a mapping "
+    "(or an object with such attributes), the first of " + ", ".join(DICT_KEYS) + " present, else its first tensor"
+)
+_SPEC_FORM = "expected 'package.module:factory' or 'path/to/file.py:factory'"
+_MAX_NAMES = 5
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """``fn`` maps a batch of inputs (b, ...) to latents; ``channel_axis`` says where the channels
+    are in fn's output (1 for (b, d, H, W), -1 for (b, T, d); for (b, d) either)."""
+
+    description: str
+    fn: Callable[[Tensor], Tensor]
+    channel_axis: int
+    notes: tuple[str, ...] = ()
+
+
+def _runner(module: Callable[[Tensor], object], device: torch.device, pick: Callable[[object], Tensor]):
+    def fn(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return pick(module(x.to(device)))
+
+    return fn
+
+
+# ------------------------------------------------------------------------------- from metadata
+
+
+def encoder_from_metadata(ckpt: Checkpoint, *, device: torch.device) -> Encoder | None:
+    """The encoder a checkpoint describes in its ``vqdoctor.arch`` metadata; None if it has none.
+    The checkpoint's ``encoder.*`` tensors must match the architecture exactly (EncoderError lists
+    missing and unexpected keys)."""
+    text = ckpt.metadata.get(ARCH_KEY)
+    if text is None:
+        return None
+    from vqdoctor.samples.arch import build_encoder, parse_arch
+
+    arch = parse_arch(text)
+    module = build_encoder(arch)
+    prefix = arch.encoder_prefix
+    tensors = {k[len(prefix) :]: ckpt.state[k] for k in ckpt.state if k.startswith(prefix)}
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise EncoderError(
+            f"checkpoint {ckpt.path} describes an encoder ({ARCH_KEY}) whose tensors do not match it: "
+            f"missing {_names(missing, prefix)}; unexpected {_names(unexpected, prefix)}",
+            "the metadata and the tensors disagree; pass --model or --encoder to encode yourself",
+        )
+    try:
+        module.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
+    except RuntimeError as exc:  # shape mismatch
+        raise EncoderError(
+            f"checkpoint {ckpt.path}: encoder tensors do not fit {ARCH_KEY}: {_first_line(exc)}"
+        ) from None
+    module.to(device).eval()
+    return Encoder(
+        description=(
+            f"encoder described by the checkpoint's metadata: MLP {arch.in_dim} -> "
+            f"{arch.hidden} x{arch.layers - 1} -> {arch.latent_dim} ({prefix}*)"
+        ),
+        fn=_runner(module, device, lambda out: out),  # type: ignore[arg-type]
+        channel_axis=-1,
+    )
+
+
+def data_from_metadata(ckpt: Checkpoint) -> Path | None:
+    """The data file a checkpoint names in ``vqdoctor.data``, resolved against the checkpoint's
+    folder; None if it names none. A named file that does not exist is an InputFileError."""
+    rel = ckpt.metadata.get(DATA_KEY)
+    if not rel:
+        return None
+    base = ckpt.path if ckpt.path.is_dir() else ckpt.path.parent
+    path = (base / rel).resolve()
+    if not path.is_file():
+        raise InputFileError(
+            f"checkpoint {ckpt.path} names its data as {rel!r} ({DATA_KEY}), but {path} does not exist",
+            "pass the data with --inputs, or --latents",
+        )
+    return path
+
+
+# -------------------------------------------------------------------------------- from factory
+
+
+def _load_factory(spec: str) -> Callable[[], object]:
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr or not attr.isidentifier():
+        raise EncoderError(f"bad --model {spec!r}: {_SPEC_FORM}")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise EncoderError(f"bad --model {spec!r}: file {path} does not exist", _SPEC_FORM)
+        name = f"_vqdoctor_factory_{abs(hash(str(path.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise EncoderError(f"bad --model {spec!r}: cannot import {path} as Python", _SPEC_FORM)
+        mod = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = mod
+        try:
+            loader_spec.loader.exec_module(mod)
+        except Exception as exc:  # the user's code failed: say where
+            del sys.modules[name]
+            raise EncoderError(f"--model {spec!r}: importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            mod = importlib.import_module(target)
+        except ImportError as exc:
+            raise EncoderError(f"bad --model {spec!r}: cannot import module {target!r}: {exc}", _SPEC_FORM) from None
+    factory = getattr(mod, attr, None)
+    if not callable(factory):
+        raise EncoderError(f"bad --model {spec!r}: {target} has no callable {attr!r}", _SPEC_FORM)
+    return factory
+
+
+def encoder_from_factory(
+    spec: str, ckpt: Checkpoint, *, method: str | None, device: torch.device
+) -> Encoder:
+    """Build the user's model with ``spec`` (``pkg.module:factory`` or ``file.py:factory``), load the
+    checkpoint's matching tensors into it (strict=False; counts and first names of missing and
+    unexpected keys go to ``notes``) and encode with ``method``, else ``encode``, else the
+    ``encoder`` submodule. A tuple result gives its first tensor; a dict result gives the first of
+    ``DICT_KEYS`` present (else its first tensor value); notes say which."""
+    factory = _load_factory(spec)
+    try:
+        model = factory()
+    except Exception as exc:
+        raise EncoderError(f"--model {spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise EncoderError(f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch nn.Module")
+    notes: list[str] = []
+    expected = model.state_dict()
+    tensors = {k: ckpt.state[k] for k in ckpt.state if k in expected}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(ckpt.state) - set(expected))
+    bad_shape = sorted(k for k, v in tensors.items() if tuple(v.shape) != tuple(expected[k].shape))
+    if bad_shape:
+        k = bad_shape[0]
+        raise EncoderError(
+            f"--model {spec!r}: {len(bad_shape)} checkpoint tensor(s) do not fit the model's shapes, "
+            f"e.g. {k!r}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+        )
+    if not tensors:
+        raise EncoderError(
+            f"--model {spec!r}: none of the checkpoint's {len(ckpt.state)} tensors matches a key of the "
+            f"model (model keys e.g. {_names(sorted(expected), '')}; checkpoint keys e.g. "
+            f"{_names(sorted(ckpt.state), '')})",
+            "the factory must build the model whose state dict the checkpoint holds",
+        )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=False)
+    notes.append(f"loaded {len(tensors)} tensors from the checkpoint")
+    if missing:
+        notes.append(f"{len(missing)} model keys missing from the checkpoint (left as built): {_names(missing, '')}")
+    if unexpected:
+        notes.append(f"{len(unexpected)} checkpoint keys not in the model (ignored): {_names(unexpected, '')}")
+    model.to(device).eval()
+
+    if method is not None:
+        call = getattr(model, method, None)
+        if not callable(call):
+            raise EncoderError(f"--model {spec!r}: the model has no method or submodule {method!r}")
+        how = method
+    elif callable(getattr(model, "encode", None)):
+        call, how = model.encode, "encode"
+    elif isinstance(getattr(model, "encoder", None), nn.Module):
+        call, how = model.encoder, "encoder"
+    else:
+        raise EncoderError(
+            f"--model {spec!r}: the model has neither an 'encode' method nor an 'encoder' submodule",
+            "name the method that maps inputs to latents with --encode-method",
+        )
+    notes.append(_OUTPUT_RULE.format(how=f"model.{how}"))
+    return Encoder(
+        description=f"{spec} -> model.{how}",
+        fn=_runner(call, device, lambda out: _first_tensor(out, how)),
+        channel_axis=1,
+        notes=tuple(notes),
+    )
+
+
+def _first_tensor(out: object, how: str) -> Tensor:
+    """The latents in an encoder's output, by _OUTPUT_RULE."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for v in out:
+            if isinstance(v, Tensor):
+                return v
+    if isinstance(out, Mapping):
+        for k in DICT_KEYS:
+            if isinstance(out.get(k), Tensor):
+                return out[k]
+        for v in out.values():
+            if isinstance(v, Tensor):
+                return v
+    for attr in DICT_KEYS:  # dataclass-like outputs (e.g. Hugging Face ModelOutput)
+        v = getattr(out, attr, None)
+        if isinstance(v, Tensor):
+            return v
+    raise EncoderError(f"model.{how} returned {type(out).__name__}, which holds no tensor to use as latents")
+
+
+# ----------------------------------------------------------------------------------- from file
+
+
+def encoder_from_file(path: Path, *, device: torch.device) -> Encoder:
+    """A TorchScript file (``torch.jit.save``) or a ``torch.export`` program (``.pt2``). Anything
+    else is refused: no other format is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"encoder file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise InputFileError(
+            f"encoder file {path} is neither a TorchScript file nor a torch.export program (not a zip archive)",
+            "save the encoder with torch.jit.save(torch.jit.script(m), f) or "
+            "torch.export.save(torch.export.export(m, (x,)), 'enc.pt2')",
+        )
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    is_script = any(n.endswith("constants.pkl") or "/code/" in n for n in names)
+    is_export = path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or
+                                              "/models/" in n for n in names)
+    if is_export and not is_script:
+        try:
+            module = torch.export.load(str(path)).module()
+        except Exception as exc:
+            raise InputFileError(f"encoder file {path}: torch.export.load failed: {_first_line(exc)}") from None
+        kind = "torch.export program"
+        try:
+            module.to(device)
+        except Exception:  # exported graphs may refuse .to(); keep them where they were built
+            pass
+    elif is_script:
+        try:
+            module = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:
+            raise InputFileError(f"encoder file {path}: torch.jit.load failed: {_first_line(exc)}") from None
+        module.eval()
+        kind = "TorchScript module"
+    else:
+        raise InputFileError(
+            f"encoder file {path} is a zip archive but neither TorchScript nor a torch.export program "
+            "(a plain torch.save pickle is refused: loading it would run code)",
+            "save the encoder with torch.jit.save or torch.export.save",
+        )
+    return Encoder(
+        description=f"{kind} {path}",
+        fn=_runner(module, device, lambda out: _first_tensor(out, "forward")),
+        channel_axis=1,
+        notes=(_OUTPUT_RULE.format(how="forward"),),
+    )
+
+
+# -------------------------------------------------------------------------------------- helpers
+
+
+def _names(keys: list[str], prefix: str) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(repr(prefix + k) for k in keys[:_MAX_NAMES])
+    return shown + (f" (+{len(keys) - _MAX_NAMES} more)" if len(keys) > _MAX_NAMES else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
