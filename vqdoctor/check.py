@@ -1,0 +1,427 @@
+"""The CI gate behind ``vqdoctor check``: a Report (and optionally a baseline report) judged against
+thresholds, giving one pass / fail / skipped result per check per codebook.
+
+Pure: no files, no printing. The numbers come from the same extractors as the verdicts
+(:data:`vqdoctor.verdicts.CODEBOOK_CHECKS`), compared with :func:`vqdoctor.verdicts.status_of` using
+the user's bound as the only (fail) bound. ``docs/ci.md`` documents the thresholds, the defaults, the
+baseline rule and the ``vqdoctor.check/1`` JSON document.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from vqdoctor.core.results import (
+    EmaMetrics,
+    EmbeddingsCollapse,
+    GeometryMetrics,
+    MergedPair,
+    ModeShare,
+    TokensCollapse,
+    UsageMetrics,
+    WMetrics,
+)
+from vqdoctor.errors import InputFileError, UsageError
+from vqdoctor.report.schema import CodebookReport, Report
+from vqdoctor.verdicts import (
+    CODEBOOK_CHECKS,
+    EMBEDDINGS_REMEDY,
+    MERGED_PAIRS_FAIL,
+    CheckSpec,
+    status_of,
+    with_bounds,
+)
+
+CHECK_SCHEMA = "vqdoctor.check/1"
+Outcome = Literal["pass", "fail", "skipped"]
+Kind = Literal["threshold", "baseline"]
+
+DEFAULT_MAX_REGRESSION = 0.05
+# Relative changes are measured against max(|baseline|, REGRESSION_FLOOR): a metric that was 0 in the
+# baseline (no dead codes) may grow by max_regression x 0.1 before it counts as a regression.
+REGRESSION_FLOOR = 0.1
+MERGED_PAIRS = "merged_pairs"
+
+_SPECS: dict[str, CheckSpec] = {spec.check: spec for spec in CODEBOOK_CHECKS}
+# The per-codebook checks `vqdoctor check` gates on (and compares with a baseline), in display order.
+GATED_CHECKS: tuple[str, ...] = ("utilization", "dead_fraction", "normalized_perplexity", "allocation_tv", "relative_mse")
+_SECTION_OF = {"utilization": "usage", "dead_fraction": "usage", "normalized_perplexity": "usage",
+               "relative_mse": "usage", "allocation_tv": "tokens_collapse"}  # fmt: skip
+_SECTION_REASON = {
+    "usage": "no usage statistics for this codebook (data-free run: pass --latents, or --inputs with an encoder)",
+    "tokens_collapse": "no tokens-collapse section (needs data with modes: --labels, or inputs that can be clustered)",
+    "embeddings_collapse": "no embeddings-collapse section (needs raw --inputs with modes, encoded by the model)",
+}
+
+
+# ---------------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """One bound per gated check; ``None`` = not checked. ``min_*`` fail below, ``max_*`` fail above.
+    Field names are the flag names (``--min-utilization``) and the config keys (``min_utilization``)."""
+
+    min_utilization: float | None = None
+    max_dead_fraction: float | None = None
+    min_normalized_perplexity: float | None = None
+    max_allocation_tv: float | None = None
+    max_merged_pairs: int | None = None
+    max_relative_mse: float | None = None
+
+    @classmethod
+    def defaults(cls) -> Thresholds:
+        """The documented fail bounds of ``docs/verdicts.md`` (used when nothing is configured)."""
+        values: dict[str, Any] = {f.name: _SPECS[check_of(f.name)].fail for f in fields(cls) if f.name != "max_merged_pairs"}
+        return cls(**values, max_merged_pairs=math.floor(MERGED_PAIRS_FAIL))
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_of(threshold: str) -> str:
+    """``min_utilization`` -> ``utilization`` (the CheckSpec / JSON check name)."""
+    return threshold.split("_", 1)[1]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Everything a config file or the flags may set; ``None`` = not set here (a lower layer or the
+    default applies). ``sources`` says where the set values came from, for the output."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    max_regression: float | None = None
+    strict: bool | None = None
+    baseline: Path | None = None
+    sources: tuple[str, ...] = ()
+
+
+_SHARES = ("min_utilization", "max_dead_fraction", "min_normalized_perplexity", "max_allocation_tv")
+CONFIG_KEYS: tuple[str, ...] = (*(f.name for f in fields(Thresholds)), "max_regression", "strict", "baseline")
+
+
+def _number(key: str, value: object, source: str, *, integer: bool = False) -> float:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        kind = "a whole number" if integer else "a number"
+        raise UsageError(f"{key} = {value!r} in {source} is not {kind}.", f"Write e.g. {key} = {3 if integer else 0.5}.")
+    v = float(value)  # type: ignore[arg-type]
+    if v < 0 or (key in _SHARES and v > 1):
+        span = "between 0 and 1" if key in _SHARES else "0 or more"
+        raise UsageError(f"{key} = {value!r} in {source} is out of range: it must be {span}.")
+    return v
+
+
+def config_from_mapping(values: Mapping[str, object], *, source: str, base_dir: Path | None = None) -> CheckConfig:
+    """Validate a ``[check]`` table (keys = flag names with underscores). Unknown keys are one
+    UsageError that lists all of them and the valid keys; a wrong type names the key and the value.
+    A relative ``baseline`` path is taken relative to ``base_dir`` (the config file's folder)."""
+    unknown = sorted(k for k in values if k not in CONFIG_KEYS)
+    if unknown:
+        raise UsageError(
+            f"Unknown key(s) in {source}: {', '.join(unknown)}.",
+            f"Valid keys: {', '.join(CONFIG_KEYS)}.",
+        )
+    limits: dict[str, Any] = {}
+    for f in fields(Thresholds):
+        if f.name in values:
+            v = _number(f.name, values[f.name], source, integer=f.name == "max_merged_pairs")
+            limits[f.name] = int(v) if f.name == "max_merged_pairs" else v
+    max_regression = None
+    if "max_regression" in values:
+        max_regression = _number("max_regression", values["max_regression"], source)
+    strict = values.get("strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise UsageError(f"strict = {strict!r} in {source} is not a boolean.", "Write strict = true or strict = false.")
+    baseline = values.get("baseline")
+    if baseline is not None:
+        if not isinstance(baseline, str) or not baseline:
+            raise UsageError(f"baseline = {baseline!r} in {source} is not a path.", 'Write e.g. baseline = "ci/baseline.json".')
+        path = Path(baseline)
+        baseline = path if path.is_absolute() or base_dir is None else base_dir / path
+    return CheckConfig(Thresholds(**limits), max_regression, strict, baseline, (source,) if values else ())  # type: ignore[arg-type]
+
+
+def merge_configs(lower: CheckConfig, upper: CheckConfig) -> CheckConfig:
+    """``upper`` (the flags) wins over ``lower`` (a file) value by value."""
+    def pick(a: Any, b: Any) -> Any:
+        return a if b is None else b
+
+    limits = {f.name: pick(getattr(lower.thresholds, f.name), getattr(upper.thresholds, f.name)) for f in fields(Thresholds)}
+    return CheckConfig(
+        Thresholds(**limits),
+        pick(lower.max_regression, upper.max_regression),
+        pick(lower.strict, upper.strict),
+        pick(lower.baseline, upper.baseline),
+        (*upper.sources, *lower.sources),
+    )
+
+
+# ---------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    check: str  # "utilization", ..., "merged_pairs", or "codebook" (a codebook missing vs the baseline)
+    codebook: str | None  # None for model-wide checks
+    kind: Kind  # "threshold": against a bound; "baseline": against the baseline report
+    outcome: Outcome
+    value: float | None  # this run's value
+    threshold: float | None  # the bound that was applied (for baseline items: the tolerated value)
+    baseline: float | None  # the baseline's value (baseline items only)
+    message: str  # one line: why
+    remedy: str | None  # the command to run, on failure
+    percent: bool = False  # show the values as percentages (display only, not in JSON)
+
+    @property
+    def name(self) -> str:
+        """The test-case name: ``utilization`` or ``utilization vs baseline``."""
+        return self.check if self.kind == "threshold" else f"{self.check} vs baseline"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check, "codebook": self.codebook, "kind": self.kind, "outcome": self.outcome,
+            "value": _finite(self.value), "threshold": _finite(self.threshold), "baseline": _finite(self.baseline),
+            "message": self.message, "remedy": self.remedy,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    items: list[CheckItem]
+    thresholds: Thresholds  # the bounds that were applied
+    threshold_source: str  # "defaults (fail bounds of docs/verdicts.md)" or where they came from
+    strict: bool
+    baseline: str | None  # the baseline's description (path), when one was compared
+    max_regression: float | None
+
+    @property
+    def failed(self) -> list[CheckItem]:
+        return [i for i in self.items if i.outcome == "fail"]
+
+    @property
+    def skipped(self) -> list[CheckItem]:
+        return [i for i in self.items if i.outcome == "skipped"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every check passed (or was skipped, without --strict), 1 when one failed."""
+        return 0 if self.passed else 1
+
+    def summary(self) -> dict[str, int]:
+        return {o: sum(1 for i in self.items if i.outcome == o) for o in ("pass", "fail", "skipped")}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``check`` part of the ``vqdoctor.check/1`` document (see :func:`check_document`)."""
+        return {
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "strict": self.strict,
+            "thresholds": self.thresholds.to_dict(),
+            "threshold_source": self.threshold_source,
+            "baseline": None if self.baseline is None else {"source": self.baseline, "max_regression": self.max_regression},
+            "summary": self.summary(),
+            "results": [i.to_dict() for i in self.items],
+        }
+
+
+def check_document(result: CheckResult, report_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``vqdoctor.check/1`` JSON document: the check results plus the full ``vqdoctor.report/1``
+    under ``report`` (so the file can serve as the next run's ``--baseline``)."""
+    return {"schema": CHECK_SCHEMA, **result.to_dict(), "report": dict(report_dict)}
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _fmt(value: float, percent: bool) -> str:
+    return f"{value:.1%}" if percent else f"{value:.4g}"
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def _skip_reason(check: str, cb: CodebookReport) -> str:
+    section = _SECTION_OF[check]
+    if getattr(cb, section) is None:
+        reason = _SECTION_REASON[section]
+        return f"{reason}; {cb.note}" if cb.note and section == "usage" else reason
+    return f"{_SPECS[check].describe} was not computed for this codebook"
+
+
+def _threshold_items(report: Report, limits: Thresholds, ckpt: str) -> list[CheckItem]:
+    items: list[CheckItem] = []
+    for cb in report.codebooks:
+        for f in fields(Thresholds):
+            bound = getattr(limits, f.name)
+            if bound is None or f.name == "max_merged_pairs":
+                continue
+            spec = with_bounds(_SPECS[check_of(f.name)], warn=None, fail=float(bound))
+            value = spec.value(cb)
+            if value is None:
+                items.append(CheckItem(spec.check, cb.name, "threshold", "skipped", None, bound, None,
+                                       _skip_reason(spec.check, cb), None, spec.percent))
+                continue
+            status, _ = status_of(value, direction=spec.direction, warn=None, fail=spec.fail)
+            relation = ">=" if spec.direction == "min" else "<="
+            shown = f"{spec.describe} is {_fmt(value, spec.percent)}"
+            if status == "fail":
+                items.append(CheckItem(spec.check, cb.name, "threshold", "fail", float(value), bound, None,
+                                       f"{shown}; required {relation} {_fmt(bound, spec.percent)}",
+                                       spec.remedy.format(ckpt=ckpt, codebook=cb.name), spec.percent))
+            else:
+                items.append(CheckItem(spec.check, cb.name, "threshold", "pass", float(value), bound, None,
+                                       f"{shown} ({relation} {_fmt(bound, spec.percent)})", None, spec.percent))
+    if limits.max_merged_pairs is not None:
+        items.append(_merged_pairs_item(report.embeddings_collapse, limits.max_merged_pairs))
+    return items
+
+
+def _pair_names(pairs: list[MergedPair]) -> list[str]:
+    return sorted("+".join(sorted((p.label_a, p.label_b))) for p in pairs)
+
+
+def _merged_pairs_item(ec: EmbeddingsCollapse | None, bound: int) -> CheckItem:
+    if ec is None:
+        return CheckItem(MERGED_PAIRS, None, "threshold", "skipped", None, bound, None,
+                         _SECTION_REASON["embeddings_collapse"], None)
+    n = len(ec.merged_pairs)
+    status, _ = status_of(float(n), direction="max", warn=None, fail=float(bound))
+    pairs = ", ".join(_pair_names(ec.merged_pairs)) or "none"
+    message = f"{n} pair(s) of data modes merge in the latent space ({pairs}); allowed <= {bound}"
+    if status == "fail":
+        return CheckItem(MERGED_PAIRS, None, "threshold", "fail", float(n), bound, None, message, EMBEDDINGS_REMEDY)
+    return CheckItem(MERGED_PAIRS, None, "threshold", "pass", float(n), bound, None, message, None)
+
+
+def _regression_item(spec: CheckSpec, cb: CodebookReport, base: CodebookReport, max_regression: float, ckpt: str) -> CheckItem:
+    new, old = spec.value(cb), spec.value(base)
+    if new is None or old is None:
+        side = "this run" if new is None else "the baseline"
+        reason = _skip_reason(spec.check, cb if new is None else base)
+        return CheckItem(spec.check, cb.name, "baseline", "skipped", new, None, old,
+                         f"not measured in {side}: {reason}", None, spec.percent)
+    tolerance = max_regression * max(abs(old), REGRESSION_FLOOR)
+    worse = old - new if spec.direction == "min" else new - old
+    bound = old - tolerance if spec.direction == "min" else old + tolerance
+    change = "" if old == 0 else f"{(new - old) / abs(old):+.1%}; "
+    verb = ("dropped" if new < old else "rose") if new != old else "stayed"
+    message = (f"{spec.check} {verb} from {_fmt(old, spec.percent)} (baseline) to {_fmt(new, spec.percent)} "
+               f"({change}allowed {'>=' if spec.direction == 'min' else '<='} {_fmt(bound, spec.percent)})")
+    if worse > tolerance:
+        return CheckItem(spec.check, cb.name, "baseline", "fail", float(new), bound, float(old),
+                         f"regression: {message}", spec.remedy.format(ckpt=ckpt, codebook=cb.name), spec.percent)
+    return CheckItem(spec.check, cb.name, "baseline", "pass", float(new), bound, float(old), message, None, spec.percent)
+
+
+def _baseline_items(report: Report, baseline: Mapping[str, Any], max_regression: float, ckpt: str) -> list[CheckItem]:
+    base_cbs = {cb.name: cb for cb in (codebook_from_dict(d) for d in baseline.get("codebooks") or [])}
+    now = {cb.name: cb for cb in report.codebooks}
+    items: list[CheckItem] = []
+    for cb in report.codebooks:
+        base = base_cbs.get(cb.name)
+        if base is None:
+            items.append(CheckItem("codebook", cb.name, "baseline", "skipped", None, None, None,
+                                   "this codebook is not in the baseline (new or renamed): nothing to compare", None))
+            continue
+        items.extend(_regression_item(_SPECS[c], cb, base, max_regression, ckpt) for c in GATED_CHECKS)
+    for name in base_cbs:
+        if name not in now:
+            items.append(CheckItem("codebook", name, "baseline", "fail", None, None, None,
+                                   "codebook is in the baseline but not found in this checkpoint (removed or renamed)",
+                                   "compare with --codebook, or write a new baseline with `vqdoctor check ... --json baseline.json`"))
+    items.append(_merged_pairs_regression(report.embeddings_collapse, baseline.get("embeddings_collapse")))
+    return items
+
+
+def _merged_pairs_regression(ec: EmbeddingsCollapse | None, base: Mapping[str, Any] | None) -> CheckItem:
+    if ec is None or base is None:
+        side = "this run" if ec is None else "the baseline"
+        return CheckItem(MERGED_PAIRS, None, "baseline", "skipped", None if ec is None else float(len(ec.merged_pairs)),
+                         None, None if base is None else float(len(base.get("merged_pairs") or [])),
+                         f"no embeddings-collapse section in {side}", None)
+    old_pairs = set(_pair_names([_build(MergedPair, p) for p in base.get("merged_pairs") or []]))
+    now_pairs = _pair_names(ec.merged_pairs)
+    new_pairs = [p for p in now_pairs if p not in old_pairs]
+    value, old = float(len(now_pairs)), float(len(old_pairs))
+    if new_pairs:
+        return CheckItem(MERGED_PAIRS, None, "baseline", "fail", value, old, old,
+                         f"regression: new merged pair(s) {', '.join(new_pairs)} "
+                         f"(baseline: {', '.join(sorted(old_pairs)) or 'none'})", EMBEDDINGS_REMEDY)
+    return CheckItem(MERGED_PAIRS, None, "baseline", "pass", value, old, old,
+                     f"no new merged pairs ({len(now_pairs)} now, {len(old_pairs)} in the baseline)", None)
+
+
+def evaluate(
+    report: Report,
+    *,
+    thresholds: Thresholds,
+    threshold_source: str = "flags",
+    baseline: Mapping[str, Any] | None = None,
+    baseline_source: str | None = None,
+    max_regression: float = DEFAULT_MAX_REGRESSION,
+    strict: bool = False,
+    ckpt: str | None = None,
+) -> CheckResult:
+    """Judge ``report`` against ``thresholds`` (per codebook, per level for stacks; merged pairs
+    model-wide) and, when given, against ``baseline`` (a ``vqdoctor.report/1`` dict): one CheckItem
+    per check per codebook. A value that does not apply is "skipped" with the reason; with
+    ``strict`` a skipped check fails instead. ``ckpt`` fills the remedies (default: the report's path)."""
+    if max_regression < 0:
+        raise UsageError(f"max_regression = {max_regression} is negative.", "Pass a relative tolerance such as 0.05.")
+    ckpt = report.checkpoint.path if ckpt is None else ckpt
+    items = _threshold_items(report, thresholds, ckpt)
+    if baseline is not None:
+        items += _baseline_items(report, baseline, max_regression, ckpt)
+    if strict:
+        items = [_strict(i) for i in items]
+    return CheckResult(items, thresholds, threshold_source, strict,
+                       None if baseline is None else (baseline_source or "baseline"),
+                       None if baseline is None else max_regression)
+
+
+def _strict(item: CheckItem) -> CheckItem:
+    if item.outcome != "skipped":
+        return item
+    return CheckItem(item.check, item.codebook, item.kind, "fail", item.value, item.threshold, item.baseline,
+                     f"not measured (--strict): {item.message}", "pass the data this check needs, or drop --strict",
+                     item.percent)
+
+
+# ---------------------------------------------------------------------------------- baseline dicts
+
+
+def _build(cls: type, d: Mapping[str, Any], **nested: Any) -> Any:
+    return cls(**{f.name: nested.get(f.name, d.get(f.name)) for f in fields(cls)})
+
+
+def codebook_from_dict(d: Mapping[str, Any]) -> CodebookReport:
+    """A ``codebooks[]`` entry of a ``vqdoctor.report/1`` document back to a CodebookReport, so the
+    baseline is measured with the same extractors as this run."""
+    try:
+        tc = d.get("tokens_collapse")
+        w = d.get("w")
+        sections = {
+            "usage": None if d.get("usage") is None else _build(UsageMetrics, d["usage"]),
+            "ema": None if d.get("ema") is None else _build(EmaMetrics, d["ema"]),
+            "geometry": None if d.get("geometry") is None else _build(GeometryMetrics, d["geometry"]),
+            "w": None if w is None else _build(WMetrics, w, shape=tuple(w.get("shape") or ())),
+            "tokens_collapse": None if tc is None else _build(
+                TokensCollapse, tc, per_mode=[_build(ModeShare, m) for m in tc.get("per_mode") or []]),
+        }  # fmt: skip
+        return _build(CodebookReport, d, **sections)
+    except (TypeError, AttributeError, KeyError) as e:
+        raise InputFileError(f"baseline codebook {d.get('name')!r} cannot be read: {e}",
+                             "Re-create the baseline with `vqdoctor inspect CKPT --json PATH`.") from None
