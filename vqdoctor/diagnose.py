@@ -33,7 +33,7 @@ from vqdoctor.report.schema import (
     Projection2D,
     Report,
 )
-from vqdoctor.verdicts import codebook_verdicts, embeddings_verdicts
+from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts
 
 # A batch: latents (b, D) float32 on the analysis device, the sample each vector came from (b,),
 # and the raw inputs of those samples flattened to (b_samples, F) when the stream has them
@@ -237,10 +237,11 @@ def build_report(
             reports.append(rep)
             verdicts.extend(codebook_verdicts(rep, ckpt=checkpoint.path))
     verdicts.extend(embeddings_verdicts(embeddings))
+    findings = diagnosis(reports, embeddings, verdicts)
     free = [{"name": f.name, "kind": f.kind, "note": f.note} for f in discovery.codebook_free]
     return Report(
         checkpoint=checkpoint, data=data_info, codebooks=reports, embeddings_collapse=embeddings,
-        verdicts=verdicts, codebook_free=free, projection=projection, notes=notes,
+        verdicts=verdicts, diagnosis=findings, codebook_free=free, projection=projection, notes=notes,
         vqdoctor_version=__version__,
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from vqdoctor.core.results import EmbeddingsCollapse
-from vqdoctor.report.schema import CodebookReport, Status, Verdict
+from vqdoctor.report.schema import CodebookReport, Finding, Status, Verdict
 
 Direction = Literal["min", "max"]  # "min": the value must stay above the bounds; "max": below
 
@@ -66,13 +66,18 @@ def _outside_fraction(cb: CodebookReport) -> float | None:
     return g.codes_outside_support / cb.size
 
 
+def _sees_data_modes(cb: CodebookReport) -> bool:
+    """Residual levels after the first quantize what earlier levels left over, not the data's
+    peaks: their code-to-mode allocation is reported but not judged."""
+    return cb.tokens_collapse is not None and cb.level == 0
+
+
 def _allocation_tv(cb: CodebookReport) -> float | None:
-    return None if cb.tokens_collapse is None else cb.tokens_collapse.allocation_tv
+    return cb.tokens_collapse.allocation_tv if _sees_data_modes(cb) else None  # type: ignore[union-attr]
 
 
 def _starved(cb: CodebookReport) -> float | None:
-    tc = cb.tokens_collapse
-    return None if tc is None else float(len(tc.starved_modes))
+    return float(len(cb.tokens_collapse.starved_modes)) if _sees_data_modes(cb) else None  # type: ignore[union-attr]
 
 
 KMEANS = "vqdoctor fix kmeans {ckpt} --codebook '{codebook}' --out fixed.safetensors (data options as here; --encoder-from PRETRAINED to initialise from a pretrained encoder)"
@@ -92,8 +97,8 @@ CODEBOOK_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("starved_modes", "data modes with code share < 0.5 x data share", "max", 0.5, 1.5, KMEANS, _starved),
 )
 
-MERGED_PAIRS_WARN = 0.5  # any merged pair warns
-MERGED_PAIRS_FAIL = 1.5  # two or more fail
+MERGED_PAIRS_WARN = None  # no warn level:
+MERGED_PAIRS_FAIL = 0.5  # one merged pair of modes is embeddings collapse
 EMBEDDINGS_REMEDY = (
     "the encoder merges these modes before the quantizer sees them: no codebook repair helps; "
     "give the encoder more capacity (hidden size) or pretrain it without VQ, then `vqdoctor fix kmeans`"
@@ -156,3 +161,71 @@ def embeddings_verdicts(ec: EmbeddingsCollapse | None) -> list[Verdict]:
 
 def with_bounds(spec: CheckSpec, *, warn: float | None, fail: float | None) -> CheckSpec:
     return replace(spec, warn=warn, fail=fail)
+
+
+# --- diagnosis: verdicts grouped into the collapse they reveal --------------------------------
+
+FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("embeddings collapse", ("merged_pairs",)),
+    ("tokens collapse", ("allocation_tv", "starved_modes")),
+    ("codebook collapse", ("utilization", "dead_fraction", "normalized_perplexity", "ema_dead_fraction")),
+    ("geometry", ("rank_fraction", "duplicate_fraction", "outside_support_fraction")),
+    ("quantization error", ("relative_mse",)),
+)
+_RANK = {"ok": 0, "warn": 1, "fail": 2}
+
+
+def _tokens_summary(cbs: Sequence[CodebookReport]) -> str:
+    worst = max((cb for cb in cbs if cb.tokens_collapse is not None),
+                key=lambda cb: cb.tokens_collapse.allocation_tv)  # type: ignore[union-attr]
+    tc = worst.tokens_collapse
+    assert tc is not None
+    top = max(tc.per_mode, key=lambda m: m.code_share)
+    return (
+        f"codes pile onto mode {top.label} ({top.codes} of {worst.size} codes for {top.data_share:.0%} of the data) "
+        f"in {worst.name}; {len(tc.starved_modes)} of {tc.modes} modes starved, allocation TV {tc.allocation_tv:.2f}"
+    )
+
+
+def _usage_summary(cbs: Sequence[CodebookReport]) -> str:
+    parts = []
+    for cb in cbs[:3]:
+        if cb.usage is not None:
+            parts.append(f"{cb.name}: {cb.usage.used_codes} of {cb.size} codes used ({cb.usage.utilization:.0%}), "
+                         f"perplexity {cb.usage.perplexity:.3g}")
+        elif cb.ema is not None and cb.ema.dead_codes_relative is not None:
+            parts.append(f"{cb.name}: EMA buffer says {cb.ema.dead_codes_relative} of {cb.size} codes are dead")
+    more = f" (+{len(cbs) - 3} more)" if len(cbs) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def diagnosis(codebooks: Sequence[CodebookReport], embeddings: EmbeddingsCollapse | None,
+              verdicts: Sequence[Verdict]) -> list[Finding]:
+    """Group the verdicts into findings, worst first; one "healthy" finding when all are ok."""
+    by_name = {cb.name: cb for cb in codebooks}
+    findings: list[Finding] = []
+    for collapse, checks in FAMILIES:
+        bad = [v for v in verdicts if v.check in checks and v.status != "ok"]
+        if not bad:
+            continue
+        status: Status = max((v.status for v in bad), key=_RANK.__getitem__)
+        names = list(dict.fromkeys(v.codebook for v in bad if v.codebook is not None))
+        cbs = [by_name[n] for n in names if n in by_name]
+        if collapse == "embeddings collapse":
+            assert embeddings is not None
+            pairs = ", ".join(f"{p.label_a}+{p.label_b}" for p in embeddings.merged_pairs)
+            purity = embeddings.latent_knn_purity
+            before = "" if embeddings.input_knn_purity is None else f" vs {embeddings.input_knn_purity:.0%} in the inputs"
+            summary = f"the encoder merges modes {pairs} before the quantizer sees them (latent k-NN purity {purity:.0%}{before})"
+        elif collapse == "tokens collapse":
+            summary = _tokens_summary(cbs)
+        elif collapse == "codebook collapse":
+            summary = _usage_summary(cbs)
+        else:
+            summary = "; ".join(f"{v.codebook}: {v.message}" for v in bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+        remedy = next((v.remedy for v in bad if v.status == status and v.remedy), None)
+        findings.append(Finding(collapse, status, names, summary, remedy))
+    findings.sort(key=lambda f: -_RANK[f.status])
+    if not findings and verdicts:
+        findings.append(Finding("healthy", "ok", [], f"all {len(verdicts)} checks pass", None))
+    return findings

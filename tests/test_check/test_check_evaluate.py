@@ -33,7 +33,7 @@ def test_defaults_are_the_documented_fail_bounds():
     assert d.min_normalized_perplexity == SPECS["normalized_perplexity"].fail
     assert d.max_allocation_tv == SPECS["allocation_tv"].fail
     assert d.max_relative_mse == SPECS["relative_mse"].fail
-    assert d.max_merged_pairs == 1 and d.max_merged_pairs < MERGED_PAIRS_FAIL < d.max_merged_pairs + 1
+    assert d.max_merged_pairs == 0 and d.max_merged_pairs < MERGED_PAIRS_FAIL < d.max_merged_pairs + 1
     assert Thresholds().is_empty() and not d.is_empty()
 
 

@@ -100,6 +100,16 @@ def _verdicts(report: Report) -> str:
     return "".join(out)
 
 
+def _diagnosis(report: Report) -> str:
+    out = ["<ul>"]
+    for f in report.diagnosis:
+        remedy = f"<br>remedy: <code>{_e(f.remedy)}</code>" if f.remedy else ""
+        out.append(f'<li><span class="{_e(f.status)}">{_e(f.status.upper())}</span> '
+                   f"<strong>{_e(f.collapse)}</strong>: {_e(f.summary)}{remedy}</li>")
+    out.append("</ul>")
+    return "".join(out)
+
+
 def _img(png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (
@@ -130,6 +140,7 @@ def render_html(report: Report, *, pictures: bool = True) -> str:
         _facts(header_lines(report)),
         "<h2>Summary</h2>",
         _summary(report),
+        *(["<h2>Diagnosis</h2>", _diagnosis(report)] if report.diagnosis else []),
         "<h2>Verdicts</h2>",
         _verdicts(report),
         "<h2>Codebooks</h2>",

@@ -88,6 +88,7 @@ def report_to_dict(report: Report, *, include_counts: bool = False) -> dict:
         "codebooks": [_codebook_dict(cb, include_counts) for cb in report.codebooks],
         "embeddings_collapse": _plain(report.embeddings_collapse),
         "verdicts": [_plain(v) for v in report.verdicts],
+        "diagnosis": [_plain(f) for f in report.diagnosis],
         "codebook_free": _plain(report.codebook_free),
         "projection": _projection_dict(report.projection, include_counts),
         "notes": _plain(report.notes),

@@ -31,6 +31,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """One line of the diagnosis: which collapse this model has (or that it has none)."""
+
+    collapse: str  # "codebook collapse" | "tokens collapse" | "embeddings collapse" | "geometry" | "quantization error" | "healthy"
+    status: Status  # worst verdict of the checks behind it
+    codebooks: list[str]  # codebooks affected ([] for model-wide findings)
+    summary: str  # one sentence with the numbers
+    remedy: str | None
+
+
+@dataclass(frozen=True)
 class CodebookReport:
     name: str
     stack: str
@@ -86,6 +97,7 @@ class Report:
     codebooks: list[CodebookReport]
     embeddings_collapse: EmbeddingsCollapse | None
     verdicts: list[Verdict]
+    diagnosis: list[Finding] = field(default_factory=list)
     codebook_free: list[dict[str, str]] = field(default_factory=list)
     projection: Projection2D | None = None
     notes: list[str] = field(default_factory=list)

@@ -445,9 +445,26 @@ def _render_verdicts(console: Console, report: Report) -> None:
             console.print(Text(f"     remedy: {v.remedy}", style="cyan"))
 
 
+def _render_diagnosis(console: Console, report: Report) -> None:
+    if not report.diagnosis:
+        return
+    console.rule(Text("diagnosis"))
+    for f in report.diagnosis:
+        line = Text()
+        line.append(f"{f.status.upper():<4}", style=STATUS_STYLE[f.status])
+        line.append(f" {f.collapse}", style="bold")
+        line.append(f": {f.summary}")
+        console.print(line)
+        if f.remedy:
+            console.print(Text(f"     remedy: {f.remedy}", style="cyan"))
+    console.print()
+
+
 def render_terminal(report: Report, console: Console) -> None:
-    """Print ``report`` to ``console``: summary table, details, collapse sections, verdicts, notes."""
+    """Print ``report`` to ``console``: summary table, diagnosis, details, collapse sections,
+    verdicts, notes."""
     _render_summary(console, report)
+    _render_diagnosis(console, report)
     console.print(_facts_grid(header_lines(report)))
     console.print()
 
