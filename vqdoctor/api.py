@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, select
 from vqdoctor.codebooks.model import Discovery
 from vqdoctor.core.device import pick_device
-from vqdoctor.diagnose import Batch, VectorStream, diagnose
-from vqdoctor.errors import DataError
+from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
+from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import open_inputs, open_latents
@@ -29,6 +31,7 @@ from vqdoctor.io.encoders import (
     encoder_from_file,
     encoder_from_metadata,
 )
+from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import CheckpointInfo, Report
 
@@ -167,3 +170,100 @@ def inspect(
     stream = open_stream(ckpt, data, device=device)
     return diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
                     device=device, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# Scale: statistics gathered in shards or under torch.distributed, saved, merged, reported
+# (DESIGN.md "Scale"; docs/scaling.md).
+
+
+def gather_statistics(
+    checkpoint: str | Path | Checkpoint,
+    *,
+    data: DataOptions = DataOptions(),
+    analysis: AnalysisOptions = AnalysisOptions(),
+    progress: ProgressFn | None = None,
+    device: torch.device | None = None,
+) -> Statistics:
+    """The mergeable statistics of ``data`` (or of its slice ``data.shard``), without the report.
+
+    Inside an initialised torch.distributed process group (torchrun) each rank reads slice
+    ``(rank, world)`` (``data.shard`` must be that or None) and the statistics are summed over
+    the ranks: every rank returns the totals. Turn them into a report with
+    :func:`report_from_statistics`, or save them with :func:`save_statistics` and merge files
+    later with :func:`load_statistics`."""
+
+    rank, world = distributed.world()
+    if world > 1:
+        if data.shard not in (None, (rank, world)):
+            raise UsageError(f"Under torchrun (rank {rank} of {world}) the data is split by rank; --shard {data.shard[0]}/{data.shard[1]} "
+                            "cannot be combined with it.", "Drop --shard when running under torchrun.")
+        data = replace(data, shard=(rank, world))
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+    found = discover(ckpt, pattern=analysis.codebook)
+    dev = device if device is not None else pick_device(data.device)
+    stream = open_stream(ckpt, data, device=dev)
+    if stream is None:
+        raise DataError(f"Statistics need data, and none was given for {ckpt.path}.",
+                        "Pass --latents PATH, or --inputs PATH with an encoder.")
+    gathered = gather(discovery=found, stream=stream, options=analysis, device=dev, progress=progress)
+    if world > 1:
+        gathered = distributed.reduce_gathered(gathered)
+        shards, count = tuple(range(world)), world
+    elif data.shard is not None:
+        shards, count = (data.shard[0],), data.shard[1]
+    else:
+        shards, count = (0,), 1
+    return Statistics(checkpoint=checkpoint_info(ckpt), codebooks=identities(found), options=analysis,
+                      gathered=gathered, shards=shards, shard_count=count, nesting=data.nesting,
+                      allow_globals=data.allow_globals)
+
+
+def save_statistics(stats: Statistics, path: str | Path) -> Path:
+    """Write statistics to a file (safetensors, schema ``vqdoctor.stats/1``) for a later merge."""
+    return save_stats(stats, path)
+
+
+def load_statistics(*paths: str | Path) -> Statistics:
+    """Read one or more statistics files and add them up (refusing files of different
+    checkpoints, codebooks, options or data, and shards given twice)."""
+    if not paths:
+        raise UsageError("No statistics files given.", "Pass the files written by inspect --save-stats.")
+    parts = [load_stats(p) for p in paths]
+    return merge_stats(parts, names=[str(p) for p in paths])
+
+
+def report_from_statistics(
+    stats: Statistics,
+    *,
+    checkpoint: str | Path | Checkpoint | None = None,
+    allow_globals: tuple[str, ...] | None = None,
+    nesting: str | None = None,
+) -> Report:
+    """The report of (merged) statistics: the one a single pass over the same data gives.
+
+    The codebooks come from the checkpoint again: ``checkpoint`` when given, else the path the
+    statistics recorded. Its sha256 must match the recorded fingerprint and its codebooks the
+    recorded ones. Statistics of only some shards give a report of those shards, with a note."""
+    if isinstance(checkpoint, Checkpoint):
+        ckpt = checkpoint
+    else:
+        path = Path(checkpoint) if checkpoint is not None else Path(stats.checkpoint.path)
+        if not path.exists():
+            raise InputFileError(f"The statistics were made from checkpoint {path}, which is not there any more.",
+                                 "Pass its current location with --checkpoint PATH.")
+        globs = stats.allow_globals if allow_globals is None else allow_globals
+        ckpt = load(path, allow_globals=globs, nesting=nesting if nesting is not None else stats.nesting)
+    if ckpt.fingerprint != stats.checkpoint.fingerprint:
+        raise UsageError(
+            f"Checkpoint {ckpt.path} (sha256 {ckpt.fingerprint[:12]}) is not the one the statistics were made from "
+            f"({stats.checkpoint.path}, sha256 {stats.checkpoint.fingerprint[:12]}).",
+            "Pass the exact checkpoint file the shards were gathered with (--checkpoint PATH).")
+    found = discover(ckpt, pattern=stats.options.codebook)
+    check_codebooks(stats, found, checkpoint=str(ckpt.path))
+    gathered = stats.gathered
+    if not stats.complete:
+        missing = sorted(set(range(stats.shard_count)) - set(stats.shards))
+        gathered = replace(gathered, notes=[*gathered.notes, f"These statistics cover {stats.describe_shards()} only "
+                                            f"(missing: {', '.join(map(str, missing))}); usage counts are of that part of the data."])
+    return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options)

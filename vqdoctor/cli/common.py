@@ -27,6 +27,7 @@ MinCountOpt = Annotated[int, typer.Option("--min-count", min=1, help="A code use
 SubsampleOpt = Annotated[int, typer.Option("--subsample", min=10, help="Points kept for modes, projections and support checks.", rich_help_panel="Analysis")]
 ProjectionOpt = Annotated[str, typer.Option("--projection", help="2-D picture: tsne, umap, pca or none.", rich_help_panel="Analysis")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for subsampling, clustering and projections.", rich_help_panel="Analysis")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="i/n", help="Take only slice i of n (0-based) of the data, e.g. 0/4; save with --save-stats and combine with vqdoctor merge.", rich_help_panel="Run")]
 BudgetOpt = Annotated[int, typer.Option("--memory-budget-mb", min=1, help="Memory for one distance block (never an N×K matrix).", rich_help_panel="Run")]
 
 PROJECTIONS = ("tsne", "umap", "pca", "none")
@@ -59,3 +60,19 @@ def analysis_options(*, codebook: str | None, min_count: int, subsample: int, pr
         raise UsageError(f"--projection {projection!r} is not one of {', '.join(PROJECTIONS)}.")
     return AnalysisOptions(codebook=codebook, min_count=min_count, subsample=subsample, projection=projection,
                            seed=seed, memory_budget_mb=memory_budget_mb)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; None stays None."""
+    if text is None:
+        return None
+    parts = text.strip().split("/")
+    hint = "Pass --shard i/n with 0 <= i < n, e.g. --shard 0/4 for the first of four slices."
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UsageError(f"--shard {text!r} is not of the form i/n (two whole numbers).", hint)
+    i, n = (int(p) for p in parts)
+    if n < 1:
+        raise UsageError(f"--shard {text!r} has n={n}: there must be at least one shard.", hint)
+    if i >= n:
+        raise UsageError(f"--shard {text!r} asks for slice {i} of {n}, but slices are numbered 0..{n - 1}.", hint)
+    return i, n

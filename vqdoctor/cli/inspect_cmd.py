@@ -8,29 +8,34 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from vqdoctor import api
+from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt, ProjectionOpt,
-    SeedOpt, SubsampleOpt, analysis_options, data_options,
+    SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.progress import vector_progress
+from vqdoctor.core.device import pick_device
+from vqdoctor.errors import UsageError
+from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.json_out import write_json
+from vqdoctor.report.schema import Report
 from vqdoctor.report.terminal import render_terminal
 from vqdoctor.samples import DEFAULT_SAMPLE, sample_path
 
 
 def _next_steps(ckpt: str) -> str:
-    return (
-        "Try next:\n"
-        f"  vqdoctor inspect {ckpt} --html report.html --plots plots/   # pictures\n"
-        f"  vqdoctor inspect {ckpt} --json -                              # machine-readable\n"
-        "  vqdoctor inspect sample_checkpoints/pretrained_healthy.safetensors    # the paper's fix\n"
-        "  vqdoctor ls sample_checkpoints/residual_vq.safetensors              # what was found where\n"
-        "  vqdoctor inspect YOUR.ckpt --latents z.npy [--labels y.npy]       # your own model"
-    )
+    return "\n".join([
+        "Try next:",
+        "  the paper's fix, healthy:  vqdoctor inspect sample_checkpoints/pretrained_healthy.safetensors",
+        "  embeddings collapse:       vqdoctor inspect sample_checkpoints/small_encoder_embeddings_collapse.safetensors",
+        "  pictures:                  vqdoctor inspect --html report.html --plots plots/",
+        "  machine-readable:          vqdoctor inspect --json -",
+        "  repair this one:           vqdoctor fix kmeans " + ckpt + " --out fixed.safetensors",
+        "  your own model:            vqdoctor inspect YOUR.ckpt --latents z.npy [--labels y.npy]",
+    ])
 
 
 @app.command("inspect")
@@ -58,6 +63,8 @@ def inspect_command(
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
+    shard: ShardOpt = None,
+    save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Write the mergeable statistics to FILE (for vqdoctor merge); the report is skipped unless --json/--html/--plots is given.", rich_help_panel="Output")] = None,
 ) -> None:
     """Diagnose codebook collapse: usage, EMA, geometry, W rank, tokens and embeddings collapse."""
     default = checkpoint is None
@@ -65,15 +72,21 @@ def inspect_command(
     data = data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
-        max_vectors=max_vectors,
+        max_vectors=max_vectors, shard=parse_shard(shard),
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
                                 projection=projection, seed=seed, memory_budget_mb=memory_budget_mb)
     err = Console(stderr=True)
     if default:
         err.print(f"No checkpoint given: inspecting the shipped sample [bold]{DEFAULT_SAMPLE}[/] ({path}).")
-    with vector_progress(err) as advance:
-        report = api.inspect(path, data=data, analysis=analysis, progress=advance)
+    if save_stats is None and data.shard is None and distributed.detect() is None:
+        with vector_progress(err) as advance:
+            report = api.inspect(path, data=data, analysis=analysis, progress=advance)
+    else:
+        report = _sharded(path, data=data, analysis=analysis, save_stats=save_stats,
+                          want_report=json_out is not None or html is not None or plots is not None, err=err)
+        if report is None:
+            return
     to_stdout = json_out == "-"
     if json_out is not None:
         write_json(report, json_out)
@@ -92,3 +105,29 @@ def inspect_command(
         render_terminal(report, out)
         if default:
             out.print(_next_steps(str(path)))
+
+
+def _sharded(path: Path, *, data: DataOptions, analysis: AnalysisOptions, save_stats: Path | None, want_report: bool,
+             err: Console) -> Report | None:
+    """Statistics of a shard (--shard), or of every rank reduced (under torchrun); saved with
+    --save-stats. Returns the report to render, or None where there is nothing more to show
+    (statistics only, or a rank other than 0)."""
+    with distributed.session(pick_device(data.device)) as job:
+        if job is not None and data.shard is not None:
+            raise UsageError(f"--shard {data.shard[0]}/{data.shard[1]} cannot be used under torchrun: "
+                             f"each of the {job[0].world_size} ranks already takes its own slice.",
+                             "Drop --shard, or run without torchrun.")
+        main = job is None or job[0].is_main
+        ckpt = api.load(path, allow_globals=data.allow_globals, nesting=data.nesting)
+        quiet = Console(stderr=True, quiet=True)
+        with vector_progress(err if main else quiet) as advance:
+            stats = api.gather_statistics(ckpt, data=data, analysis=analysis, progress=advance,
+                                          device=None if job is None else job[1])
+        if not main:
+            return None
+        if save_stats is not None:
+            api.save_statistics(stats, save_stats)
+            err.print(f"Statistics of {stats.describe_shards()} ({stats.gathered.vectors:,} vectors) written to {save_stats}")
+            if not want_report:
+                return None
+        return api.report_from_statistics(stats, checkpoint=ckpt)

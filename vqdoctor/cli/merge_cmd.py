@@ -1,0 +1,53 @@
+"""`vqdoctor merge`: statistics files of shards -> the report one pass over all the data gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from vqdoctor import api
+from vqdoctor.cli.app import app
+from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt
+from vqdoctor.cli.errors import translate_errors
+from vqdoctor.report.json_out import write_json
+from vqdoctor.report.terminal import render_terminal
+
+
+@app.command("merge")
+@translate_errors
+def merge_command(
+    files: Annotated[list[Path], typer.Argument(help="Statistics files written by 'vqdoctor inspect --shard i/n --save-stats FILE', in any order.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The checkpoint the statistics were made from, where it no longer sits at the recorded path (its sha256 must match).", rich_help_panel="Checkpoint")] = None,
+    allow_global: AllowGlobalOpt = None,
+    nesting: NestingOpt = None,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
+    save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Also write the merged statistics to FILE (merge again later).", rich_help_panel="Output")] = None,
+) -> None:
+    """Merge the statistics of data shards into one report (refuses different checkpoints, codebooks or options)."""
+    err = Console(stderr=True)
+    stats = api.load_statistics(*files)
+    err.print(f"Merged {len(files)} file(s): {stats.describe_shards()}, {stats.gathered.vectors:,} vectors.")
+    if save_stats is not None:
+        api.save_statistics(stats, save_stats)
+        err.print(f"Merged statistics written to {save_stats}")
+    report = api.report_from_statistics(stats, checkpoint=checkpoint,
+                                        allow_globals=tuple(allow_global) if allow_global else None, nesting=nesting)
+    if json_out is not None:
+        write_json(report, json_out)
+    if html is not None:
+        from vqdoctor.report.html import write_html
+
+        write_html(report, html)
+        err.print(f"HTML report written to {html}")
+    if plots is not None:
+        from vqdoctor.report.plots import save_plots
+
+        written = save_plots(report, plots)
+        err.print(f"{len(written)} plots written to {plots}/")
+    if json_out != "-":
+        render_terminal(report, Console())
