@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,14 @@ import torch
 
 from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, select
-from vqdoctor.codebooks.model import Discovery
+from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
 from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.fixes import FixResult
 from vqdoctor.io.checkpoints import load_checkpoint
+from vqdoctor.io.writers import write_checkpoint
 from vqdoctor.io.data import open_inputs, open_latents
 from vqdoctor.io.encoders import (
     Encoder,
@@ -267,3 +270,116 @@ def report_from_statistics(
         gathered = replace(gathered, notes=[*gathered.notes, f"These statistics cover {stats.describe_shards()} only "
                                             f"(missing: {', '.join(map(str, missing))}); usage counts are of that part of the data."])
     return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options)
+
+
+# --------------------------------------------------------------------------------------------
+# Repairs (`vqdoctor fix`): gather the vectors, run a fix on every stack, write a new file, and
+# measure before/after with the same analysis `inspect` runs.
+
+
+@dataclass(frozen=True)
+class Latents:
+    """Every vector of the data at once (k-means needs them together; cap with --max-vectors)."""
+
+    x: torch.Tensor  # (N, D) float32 on the analysis device
+    modes: np.ndarray | None  # (N,) int mode id per vector (labels), or None
+    mode_names: list[str] | None
+    description: str
+
+
+def collect_latents(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> Latents | None:
+    """The vectors of ``data`` as one tensor (None when no data was given)."""
+    stream = open_stream(ckpt, data, device=device)
+    if stream is None:
+        return None
+    xs, modes = [], []
+    for x, sample, _ in stream.batches():
+        xs.append(x.to(device=device, dtype=torch.float32))
+        if stream.labels is not None:
+            modes.append(np.asarray(stream.labels)[sample.cpu().numpy()])
+    if not xs:
+        raise DataError(f"No vectors in {stream.description}.", "Pass non-empty data.")
+    return Latents(torch.cat(xs), np.concatenate(modes) if modes else None, stream.label_names, stream.description)
+
+
+def _memory_stream(lat: Latents, batch_size: int) -> VectorStream:
+    """A stream over vectors held in memory, each vector its own sample."""
+    n = lat.x.shape[0]
+
+    def batches() -> Iterator[Batch]:
+        for start in range(0, n, batch_size):
+            yield lat.x[start : start + batch_size], torch.arange(start, min(n, start + batch_size)), None
+
+    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.as_tensor(idx, dtype=torch.int64)
+        return lat.x[rows.to(lat.x.device)], rows
+
+    return VectorStream(description=lat.description, n_samples=n, batches=batches, take=take,
+                        labels=lat.modes, label_names=lat.mode_names)
+
+
+def report_on_latents(ckpt: Checkpoint, discovery: Discovery, lat: Latents, *, analysis: AnalysisOptions,
+                      batch_size: int = 65536) -> Report:
+    """The `inspect` report of ``discovery`` over vectors already in memory."""
+    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=discovery, stream=_memory_stream(lat, batch_size),
+                    options=analysis, device=lat.x.device)
+
+
+FixFn = Callable[[Mapping[str, torch.Tensor], Stack, "Latents | None"], FixResult]
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    path: Path
+    notes: list[str]
+    before: Report | None  # None when the fix ran without data
+    after: Report | None
+
+
+def _matching(found: Discovery, before: Discovery) -> Discovery:
+    """The stacks of the repaired checkpoint that hold the codebooks we repaired."""
+    names = {cb.name for cb in before.codebooks}
+    picked = tuple(s for s in found.stacks if any(cb.name in names for cb in s.codebooks))
+    return Discovery(stacks=picked) if picked else found
+
+
+def fix_checkpoint(
+    checkpoint: str | Path,
+    *,
+    fix: FixFn,
+    out: Path | None,
+    in_place: bool = False,
+    data: DataOptions = DataOptions(),
+    analysis: AnalysisOptions = AnalysisOptions(projection="none"),
+    encoder_from: Path | None = None,
+    need_data: bool = True,
+) -> FixOutcome:
+    """Repair ``checkpoint`` into ``out`` (same format; the input is untouched unless ``in_place``,
+    which keeps a backup), re-load the output and measure before/after on the same vectors."""
+    if out is None and not in_place:
+        raise UsageError("Say where to write the repaired checkpoint: --out NEW (or --in-place, which keeps a backup).")
+    if encoder_from is not None and data.latents is not None:
+        raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
+    target = Path(checkpoint) if out is None else out
+    device = pick_device(data.device)
+    ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+    found = discover(ckpt, pattern=analysis.codebook)
+    source = load(encoder_from, allow_globals=data.allow_globals) if encoder_from is not None else ckpt
+    lat = collect_latents(source, data, device=device)
+    if lat is None and need_data:
+        raise DataError(
+            "This fix needs data: the vectors that reach the quantizer.",
+            "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
+        )
+    result = FixResult()
+    for stack in found.stacks:  # later stacks see the earlier stacks' updates
+        result.merge(fix(ChainMap(result.updates, ckpt.state), stack, lat))
+    if not result.updates and not result.remove:
+        raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
+    measure = replace(analysis, codebook=None)
+    before = report_on_latents(ckpt, found, lat, analysis=measure) if lat is not None else None
+    written = write_checkpoint(ckpt, target, updates=result.updates, remove=result.remove, in_place=in_place)
+    new_ckpt = load(written, allow_globals=data.allow_globals, nesting=data.nesting)
+    after_found = _matching(discover(new_ckpt, require=False), found)
+    after = report_on_latents(new_ckpt, after_found, lat, analysis=measure) if lat is not None else None
+    return FixOutcome(path=written, notes=list(result.notes), before=before, after=after)

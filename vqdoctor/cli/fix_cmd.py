@@ -1,19 +1,14 @@
 """`vqdoctor fix kmeans|revive|simvq`: repair a checkpoint, write a new file, show before/after.
 
-The orchestration helpers below (``_gather``, ``_apply``, ``_usage_rows``) are marked for the lead
-to move into ``vqdoctor.api`` (``api.fix(...)``); the commands only parse, call and render.
-"""
+The commands parse options, call :func:`vqdoctor.api.fix_checkpoint` with the fix to run, and
+render the before/after table from the two reports."""
 
 from __future__ import annotations
 
-from collections import ChainMap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -25,15 +20,11 @@ from vqdoctor.cli.common import (
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.codebooks.model import Discovery, Stack
-from vqdoctor.core.chain import run_stack
-from vqdoctor.core.device import pick_device
-from vqdoctor.core.usage import UsageStats
-from vqdoctor.errors import DataError, UsageError
+from vqdoctor.codebooks.model import Stack
+from vqdoctor.errors import UsageError
 from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
-from vqdoctor.io.checkpoint_types import Checkpoint
-from vqdoctor.io.writers import write_checkpoint
-from vqdoctor.options import DataOptions
+from vqdoctor.options import AnalysisOptions, DataOptions
+from vqdoctor.report.schema import CodebookReport, Report
 
 fix_app = typer.Typer(
     help="Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file.",
@@ -47,109 +38,6 @@ IterOpt = Annotated[int, typer.Option("--iters", min=0, help="Lloyd iterations o
 
 
 # ---------------------------------------------------------------------------------------------
-# glue (for the lead: move into vqdoctor.api as api.fix_kmeans / fix_revive / fix_simvq)
-
-
-@dataclass
-class Latents:
-    x: torch.Tensor  # (N, D) on the device
-    modes: torch.Tensor | None  # (N,) int64 mode id per vector (labels), or None
-    description: str
-
-
-def _gather(ckpt: Checkpoint, data: DataOptions, device: torch.device, *, required: bool) -> Latents | None:
-    """All vectors of the data options as one tensor (k-means needs them together)."""
-    stream = api.open_stream(ckpt, data, device=device)
-    if stream is None:
-        if required:
-            raise DataError(
-                "This fix needs data: the vectors that reach the quantizer.",
-                "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
-            )
-        return None
-    xs, modes = [], []
-    labels = stream.labels
-    for x, sample, _ in stream.batches():
-        xs.append(x.to(device=device, dtype=torch.float32))
-        if labels is not None:
-            modes.append(torch.as_tensor(np.asarray(labels)[sample.cpu().numpy()], dtype=torch.int64))
-    if not xs:
-        raise DataError(f"No vectors in {stream.description}.", "Pass non-empty data.")
-    x = torch.cat(xs)
-    return Latents(x=x, modes=torch.cat(modes) if modes else None, description=stream.description)
-
-
-def _apply(ckpt: Checkpoint, disc: Discovery, fix: Callable[[object, Stack], FixResult]) -> FixResult:
-    """Run ``fix`` on every stack; later stacks see the earlier stacks' updates."""
-    total = FixResult()
-    for stack in disc.stacks:
-        total.merge(fix(ChainMap(total.updates, ckpt.state), stack))
-    return total
-
-
-@dataclass
-class Row:
-    name: str
-    utilization: float
-    perplexity: float
-    dead: int
-    size: int
-    mse: float | None
-    allocation_tv: float | None
-
-
-def _usage_rows(disc: Discovery, lat: Latents | None, budget_bytes: int) -> dict[str, Row]:
-    """Usage per codebook on the latents: nearest codes + counting."""
-    if lat is None:
-        return {}
-    rows: dict[str, Row] = {}
-    modes_n = int(lat.modes.max()) + 1 if lat.modes is not None and lat.modes.numel() else None
-    for stack in disc.stacks:
-        stats: dict[str, UsageStats] = {}
-        step = 65536
-        for start in range(0, lat.x.shape[0], step):
-            xb = lat.x[start : start + step]
-            for out in run_stack(stack, xb, budget_bytes=budget_bytes):
-                cb = out.codebook
-                st = stats.setdefault(cb.name, UsageStats.empty(cb.size, cb.dim, modes=modes_n, metric=cb.metric))
-                m = lat.modes[start : start + step].to(out.rows.device)[out.rows] if modes_n else None
-                st.update(out.idx, out.sq_err, out.vectors, modes=m)
-        for name, st in stats.items():
-            u = st.compute()
-            rows[name] = Row(name, u.utilization, u.perplexity, u.dead_codes, st.size, u.quantization_mse,
-                             _allocation_tv(st.mode_counts))
-    return rows
-
-
-def _allocation_tv(mode_counts: torch.Tensor | None) -> float | None:
-    """Total variation between code shares and data shares (each used code owned by its top mode)."""
-    if mode_counts is None:
-        return None
-    mc = mode_counts.cpu().to(torch.float64)  # (K, M)
-    used = mc.sum(1) > 0
-    if not bool(used.any()):
-        return None
-    owner = mc[used].argmax(1)
-    code_share = torch.bincount(owner, minlength=mc.shape[1]).to(torch.float64) / int(used.sum())
-    data_share = mc.sum(0) / mc.sum()
-    return float(0.5 * (code_share - data_share).abs().sum())
-
-
-def _match_after(before: Discovery, after_ckpt: Checkpoint, pattern: str | None) -> Discovery:
-    found = api.discover(after_ckpt, require=False)
-    names = {cb.name for cb in before.codebooks}
-    picked = [s for s in found.stacks if any(cb.name in names for cb in s.codebooks)]
-    if picked:
-        return Discovery(stacks=tuple(picked))
-    if pattern is not None:
-        try:
-            return api.discover(after_ckpt, pattern=pattern)
-        except UsageError:
-            pass
-    return found
-
-
-# ---------------------------------------------------------------------------------------------
 # rendering
 
 
@@ -157,49 +45,45 @@ def _fmt(v: float | int | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def _render(before: dict[str, Row], after: dict[str, Row], notes: list[str], out: Path, console: Console) -> None:
+def _rows(report: Report | None) -> dict[str, CodebookReport]:
+    return {} if report is None else {cb.name: cb for cb in report.codebooks}
+
+
+def _tv(cb: CodebookReport) -> float | None:
+    return None if cb.tokens_collapse is None else cb.tokens_collapse.allocation_tv
+
+
+def _render(outcome: api.FixOutcome, console: Console) -> None:
     err = Console(stderr=True)
-    for note in notes:
+    for note in outcome.notes:
         err.print(f"• {note}", markup=False, highlight=False)
-    if before or after:
-        table = Table(title="Before → after (same data)")
+    before, after = _rows(outcome.before), _rows(outcome.after)
+    if before:
+        table = Table(title="Before → after (same data, same analysis as `inspect`)")
         for col in ("codebook", "utilization", "perplexity", "dead codes", "quant. MSE", "allocation TV"):
             table.add_column(col, justify="left" if col == "codebook" else "right")
         a_rows = list(after.values())
         for i, (name, b) in enumerate(before.items()):
             a = after.get(name) or (a_rows[i] if i < len(a_rows) else None)
 
-            def pair(get: Callable[[Row], object], spec: str) -> str:
+            def pair(get: Callable[[CodebookReport], object], spec: str) -> str:
                 return f"{_fmt(get(b), spec)} → {_fmt(get(a), spec) if a else '—'}"  # type: ignore[arg-type]
 
-            table.add_row(name, pair(lambda r: r.utilization, ".3f"), pair(lambda r: r.perplexity, ".1f"),
-                          pair(lambda r: r.dead, "d"), pair(lambda r: r.mse, ".4g"), pair(lambda r: r.allocation_tv, ".3f"))
+            def usage(attr: str) -> Callable[[CodebookReport], object]:
+                return lambda r: None if r.usage is None else getattr(r.usage, attr)
+
+            table.add_row(name, pair(usage("utilization"), ".3f"), pair(usage("perplexity"), ".1f"),
+                          pair(usage("dead_codes"), "d"), pair(usage("quantization_mse"), ".4g"), pair(_tv, ".3f"))
         console.print(table)
-    console.print(f"Wrote {out}")
+    console.print(f"Wrote {outcome.path}")
 
 
-def _run(
-    *, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
-    encoder_from: Path | None, need_data: bool, budget_mb: int, fix: Callable[[object, Stack, Latents | None], FixResult],
-) -> None:
-    if out is None and not in_place:
-        raise UsageError("Say where to write the repaired checkpoint: --out NEW (or --in-place, which keeps a backup).")
-    target = checkpoint if (in_place and out is None) else out
-    assert target is not None
-    device = pick_device(data.device)
-    budget = budget_mb << 20
-    ckpt = api.load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    disc = api.discover(ckpt, pattern=codebook)
-    source = api.load(encoder_from, allow_globals=data.allow_globals) if encoder_from is not None else ckpt
-    lat = _gather(source, data, device, required=need_data)
-    result = _apply(ckpt, disc, lambda state, stack: fix(state, stack, lat))
-    if not result.updates and not result.remove:
-        raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
-    before = _usage_rows(disc, lat, budget)
-    written = write_checkpoint(ckpt, target, updates=result.updates, remove=result.remove, in_place=in_place)
-    new_ckpt = api.load(written, allow_globals=data.allow_globals, nesting=data.nesting)
-    after = _usage_rows(_match_after(disc, new_ckpt, codebook), lat, budget)
-    _render(before, after, result.notes, written, Console())
+def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
+         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn) -> None:
+    analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False)
+    outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
+                                 encoder_from=encoder_from, need_data=need_data)
+    _render(outcome, Console())
 
 
 def _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting, batch_size,
@@ -240,10 +124,8 @@ def kmeans_command(
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs."""
     data = _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
-    if encoder_from is not None and latents is not None:
-        raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
 
-    def fix(state, stack: Stack, lat: Latents | None) -> FixResult:
+    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         assert lat is not None
         return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20)
 
@@ -279,7 +161,7 @@ def revive_command(
     data = _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
-    def fix(state, stack: Stack, lat: Latents | None) -> FixResult:
+    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         assert lat is not None
         return revive_stack(state, stack, lat.x, min_count=min_count, iters=iters, seed=seed,
                             budget_bytes=memory_budget_mb << 20)
@@ -320,7 +202,7 @@ def simvq_command(
     data = _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
-    def fix(state, stack: Stack, lat: Latents | None) -> FixResult:
+    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         total = FixResult()
         for cb in stack.codebooks:
             total.merge(to_simvq(state, cb, mode=mode, layout=layout, seed=seed))  # type: ignore[arg-type]
