@@ -56,7 +56,7 @@ def _rank_fraction(cb: CodebookReport) -> float | None:
 def _duplicate_fraction(cb: CodebookReport) -> float | None:
     if cb.geometry is None:
         return None
-    return cb.geometry.near_duplicate_pairs / cb.size
+    return cb.geometry.redundant_codes / max(1, cb.geometry.duplicate_sample)
 
 
 def _outside_fraction(cb: CodebookReport) -> float | None:
@@ -91,7 +91,7 @@ CODEBOOK_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("relative_mse", "quantization MSE / latent variance", "max", 0.5, 0.9, KMEANS, _usage("relative_mse")),
     CheckSpec("ema_dead_fraction", "share of codes the EMA buffer says are dead (usage < 0.1 x uniform)", "max", 0.2, 0.5, REVIVE, _ema_dead_fraction, percent=True),
     CheckSpec("rank_fraction", "numerical rank / min(K, d) of the codebook", "min", 0.5, None, SIMVQ, _rank_fraction),
-    CheckSpec("duplicate_fraction", "near-duplicate code pairs per code", "max", 0.05, 0.25, REVIVE, _duplicate_fraction, percent=True),
+    CheckSpec("duplicate_fraction", "share of codes that duplicate another code", "max", 0.05, 0.25, REVIVE, _duplicate_fraction, percent=True),
     CheckSpec("outside_support_fraction", "share of codes outside the latents' support", "max", 0.1, 0.3, KMEANS, _outside_fraction, percent=True),
     CheckSpec("allocation_tv", "total variation between code shares and data shares over modes", "max", 0.15, 0.3, KMEANS, _allocation_tv),
     CheckSpec("starved_modes", "data modes with code share < 0.5 x data share", "max", 0.5, 1.5, KMEANS, _starved),

@@ -54,16 +54,20 @@ def test_planted_duplicates_are_found() -> None:
     codes[200] = codes[100] + 1e-4  # near
     m = geometry_metrics(codes, metric="euclidean", duplicate_tolerance=0.01)
     assert m.near_duplicate_pairs == 4
+    assert m.redundant_codes == 3  # 10 and 11 copy 3; 200 nearly copies 100
+    assert m.duplicate_sample == 400
     assert m.median_nn_distance is not None and m.median_nn_distance > 1.0
     assert geometry_metrics(torch.randn(400, 16, generator=g), metric="euclidean").near_duplicate_pairs == 0
 
 
-def test_collapsed_codebook_counts_exact_duplicates_even_with_zero_median() -> None:
+def test_collapsed_codebook_counts_exact_duplicates_and_keeps_a_scale() -> None:
+    # nine dead codes decayed to the origin (as EMA codebooks do) and one live code
     codes = torch.zeros(10, 4)
     codes[0] = 1.0
     m = geometry_metrics(codes, metric="euclidean")
-    assert m.median_nn_distance == 0.0
+    assert m.median_nn_distance == pytest.approx(2.0)  # over codes that are not copies: only code 0
     assert m.near_duplicate_pairs == 9 * 8 // 2
+    assert m.redundant_codes == 8  # nine copies of one code: eight are redundant
     assert m.numerical_rank == 1
 
 

@@ -58,12 +58,14 @@ def _usage(counts: list[int], *, mse: float | None, rel: float | None, space: st
     )
 
 
-def _geometry(sv: list[float], *, rank: int, erank: float, dups: int, outside: int | None) -> GeometryMetrics:
+def _geometry(sv: list[float], *, size: int, rank: int, erank: float, dups: int, outside: int | None) -> GeometryMetrics:
     return GeometryMetrics(
         singular_values=sv,
         numerical_rank=rank,
         effective_rank=erank,
         near_duplicate_pairs=dups,
+        redundant_codes=dups,
+        duplicate_sample=size,
         duplicate_tolerance=0.05,
         median_nn_distance=0.42,
         codes_outside_support=outside,
@@ -106,7 +108,7 @@ def make_example_report(*, name: str = "quantize.embedding") -> Report:
         keys={"embed": f"{name}.weight"},
         usage=_usage(PLAIN_COUNTS, mse=0.0123, rel=0.087, space="latents (euclidean)"),
         ema=None,
-        geometry=_geometry([3.1, 1.2, 0.45, 0.02], rank=4, erank=2.53, dups=1, outside=2),
+        geometry=_geometry([3.1, 1.2, 0.45, 0.02], size=16, rank=4, erank=2.53, dups=1, outside=2),
         w=None,
         tokens_collapse=tokens,
         counts=PLAIN_COUNTS,
@@ -140,7 +142,7 @@ def make_example_report(*, name: str = "quantize.embedding") -> Report:
                 initted=True,
                 note=None,
             ),
-            geometry=_geometry([2.0, 1.5, 1.0, 0.5], rank=4, erank=3.6, dups=0, outside=0),
+            geometry=_geometry([2.0, 1.5, 1.0, 0.5], size=8, rank=4, erank=3.6, dups=0, outside=0),
             w=None,
             tokens_collapse=None,
             counts=counts,
@@ -160,7 +162,7 @@ def make_example_report(*, name: str = "quantize.embedding") -> Report:
         keys={"C": "simvq.embedding.weight", "W": "simvq.embedding_proj.weight"},
         usage=_usage(SIMVQ_COUNTS, mse=0.009, rel=0.05, space="C W^T (euclidean)"),
         ema=None,
-        geometry=_geometry([2.2, 2.0, 1.9, 1.7], rank=4, erank=3.95, dups=0, outside=0),
+        geometry=_geometry([2.2, 2.0, 1.9, 1.7], size=8, rank=4, erank=3.95, dups=0, outside=0),
         w=WMetrics(
             source="simvq.embedding_proj.weight",
             shape=(4, 4),
@@ -196,7 +198,7 @@ def make_example_report(*, name: str = "quantize.embedding") -> Report:
             initted=False,
             note="initted is False: the codebook was never k-means initialised",
         ),
-        geometry=_geometry([1.0, 0.9, 0.1, 0.05], rank=4, erank=2.9, dups=2, outside=None),
+        geometry=_geometry([1.0, 0.9, 0.1, 0.05], size=8, rank=4, erank=2.9, dups=2, outside=None),
         w=None,
         tokens_collapse=None,
         counts=None,
@@ -281,7 +283,7 @@ def make_data_free_report() -> Report:
         keys={"embed": "quantize.embedding.weight"},
         usage=None,
         ema=None,
-        geometry=_geometry([3.0, 1.0, 0.0, 0.0], rank=2, erank=1.76, dups=0, outside=None),
+        geometry=_geometry([3.0, 1.0, 0.0, 0.0], size=16, rank=2, erank=1.76, dups=0, outside=None),
         w=None,
         tokens_collapse=None,
         counts=None,

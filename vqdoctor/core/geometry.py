@@ -9,10 +9,13 @@ Rules, so every number can be checked by hand:
 - effective rank (Roy & Vetterli 2007): ``exp(H(p))``, ``p = s / sum(s)``, ``0 ln 0 = 0``
   (0.0 for an all-zero spectrum);
 - near-duplicate pairs: unordered pairs of codes whose euclidean distance (in the compared
-  space) is below ``duplicate_tolerance * median nearest-neighbour distance``; exactly equal
-  codes always count, even when that median is 0. When K > ``max_codes_for_pairs`` the pairs and
-  the median are computed *exactly on a seeded subsample* of that many codes (not scaled up):
-  the count is then a count among the sampled codes;
+  space) is below ``duplicate_tolerance * median nearest-neighbour distance``, the median taken
+  over codes that are not exact copies of another (so a pile of identical dead codes does not
+  shrink the scale to 0); exactly equal codes always count. ``redundant_codes`` counts the codes
+  that are near-duplicates of a code with a lower index (a group of n copies adds n - 1): what
+  ``K - redundant`` distinct codes remain. When K > ``max_codes_for_pairs`` all of this is
+  computed *exactly on a seeded subsample* of that many codes (not scaled up); ``duplicate_sample``
+  says how many codes were examined;
 - codes outside the support of ``sample``: the support radius is the 99th percentile of the
   sample's nearest-neighbour distances (each sample vector to its nearest other one), a local
   scale of how far data points are from data; a code farther than that from every sample vector
@@ -79,10 +82,10 @@ def geometry_metrics(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     sv, rank, eff = spectrum_stats(c - c.mean(0, keepdim=True))
 
-    pairs, median_nn = 0, None
+    pairs, redundant, median_nn, examined = 0, 0, None, min(k, max_codes_for_pairs)
     if k >= 2:
         sub = c if k <= max_codes_for_pairs else c[_subset(k, max_codes_for_pairs, gen, c.device)]
-        pairs, median_nn = _near_duplicates(sub, duplicate_tolerance, budget_bytes)
+        pairs, redundant, median_nn = _near_duplicates(sub, duplicate_tolerance, budget_bytes)
 
     outside, radius = None, None
     if sample is not None and sample.shape[0] >= 2:
@@ -99,6 +102,8 @@ def geometry_metrics(
         numerical_rank=rank,
         effective_rank=eff,
         near_duplicate_pairs=pairs,
+        redundant_codes=redundant,
+        duplicate_sample=examined,
         duplicate_tolerance=duplicate_tolerance,
         median_nn_distance=median_nn,
         codes_outside_support=outside,
@@ -129,8 +134,9 @@ def _subset(n: int, m: int, gen: torch.Generator, device: torch.device) -> torch
 
 def _near_duplicates(
     c: torch.Tensor, tolerance: float, budget_bytes: int
-) -> tuple[int, float]:
-    """(pairs closer than tolerance * median NN distance or exactly equal, median NN distance).
+) -> tuple[int, int, float]:
+    """(pairs closer than tolerance * median NN distance or exactly equal, codes near-duplicating
+    a lower-index code, median NN distance over codes that are not exact copies).
     Distances are computed in float64 so that the threshold, typically 1% of the spacing of the
     codes, is far above the rounding of ||a||^2 + ||b||^2 - 2 a.b."""
     c64 = c.to(torch.float64)
@@ -138,22 +144,32 @@ def _near_duplicates(
     sq = (c64 * c64).sum(1)
     rows = max(1, min(k, budget_bytes // (8 * k * 2)))
     nn = torch.empty(k, dtype=torch.float64, device=c.device)
+    copy = torch.empty(k, dtype=torch.bool, device=c.device)
     for s in range(0, k, rows):
-        blk = _sq_block(c64, sq, s, min(k, s + rows))
-        nn[s : s + blk.shape[0]] = blk.amin(1)
+        e = min(k, s + rows)
+        blk = _sq_block(c64, sq, s, e)
+        nn[s:e] = blk.amin(1)
+        copy[s:e] = (blk <= _identical(sq, s, e)).any(1)
     nn.clamp_min_(0.0)
-    median = float(torch.quantile(nn.sqrt(), 0.5))
+    distinct = nn[~copy]
+    median = float(torch.quantile(distinct.sqrt(), 0.5)) if distinct.numel() else 0.0
     thr_sq = (tolerance * median) ** 2
     pairs = 0
+    has_lower = torch.zeros(k, dtype=torch.bool, device=c.device)
     for s in range(0, k, rows):
         e = min(k, s + rows)
         blk = _sq_block(c64, sq, s, e)  # self-pairs are +inf
-        # identical up to float64 rounding of the expanded form counts as a duplicate
-        ident = 1e-12 * (sq[s:e, None] + sq[None, :])
-        close = (blk < thr_sq) | (blk <= ident)
+        close = (blk < thr_sq) | (blk <= _identical(sq, s, e))
         upper = torch.arange(k, device=c.device)[None, :] > torch.arange(s, e, device=c.device)[:, None]
         pairs += int((close & upper).sum())
-    return pairs, median
+        has_lower[s:e] = (close & ~upper).any(1)
+    return pairs, int(has_lower.sum()), median
+
+
+def _identical(sq: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    """Squared distance below which codes s..e and a code are identical up to float64 rounding
+    of the expanded form ||a||^2 + ||b||^2 - 2 a.b."""
+    return 1e-12 * (sq[s:e, None] + sq[None, :])
 
 
 def _sq_block(c64: torch.Tensor, sq: torch.Tensor, s: int, e: int) -> torch.Tensor:

@@ -44,6 +44,8 @@ class GeometryMetrics:
     numerical_rank: int  # #{s > s_max * max(K, d) * eps(float32)}
     effective_rank: float  # exp(H(s / sum s))  (Roy & Vetterli)
     near_duplicate_pairs: int  # pairs closer than dup_tolerance * median nearest-neighbour distance
+    redundant_codes: int  # codes that near-duplicate a lower-index code (n copies add n - 1)
+    duplicate_sample: int  # codes examined for duplicates (K, or a seeded subsample of large K)
     duplicate_tolerance: float
     median_nn_distance: float | None
     codes_outside_support: int | None  # with data: codes farther from every vector than the support radius

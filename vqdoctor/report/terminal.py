@@ -210,7 +210,9 @@ def codebook_facts(cb: CodebookReport) -> list[tuple[str, str]]:
     if g is not None:
         text = (
             f"numerical rank {g.numerical_rank:,}, effective rank {fmt_num(g.effective_rank)}; "
-            f"near-duplicate pairs {g.near_duplicate_pairs:,} (tolerance {fmt_num(g.duplicate_tolerance)} "
+            f"duplicated codes {g.redundant_codes:,}"
+            + (f" of {g.duplicate_sample:,} examined" if g.duplicate_sample < cb.size else "")
+            + f" ({g.near_duplicate_pairs:,} near-duplicate pairs within {fmt_num(g.duplicate_tolerance)} "
             f"x median NN distance {fmt_num(g.median_nn_distance)})"
         )
         if g.codes_outside_support is not None:
