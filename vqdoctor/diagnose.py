@@ -17,7 +17,7 @@ import torch
 
 from vqdoctor import __version__
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
-from vqdoctor.core.chain import LevelOutput, run_stack
+from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack
 from vqdoctor.core.collapse import dead_code_modes, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.geometry import geometry_metrics, w_metrics
@@ -161,15 +161,16 @@ def gather(
     n_modes = modes.count if modes.count > 1 else None
     sub_modes = _sub_modes(modes, sub_latents, sub_sample, sub_idx, sub_inputs) if n_modes else None
     stats = {
-        cb.name: UsageStats.empty(cb.size, cb.dim, modes=n_modes)
+        cb.name: UsageStats.empty(cb.size, cb.dim, modes=n_modes, metric=cb.metric, device=device)
         for s in discovery.stacks for cb in s.codebooks if cb.assignable
     }
+    prepared = [prepare_stack(stack, device) for stack in discovery.stacks]
     n_vectors = 0
     for x, sample, inputs in stream.batches():
         x = x.to(device, non_blocking=True)
         batch_modes = modes.of_batch(x, sample.to(device), inputs) if n_modes else None
-        for stack in discovery.stacks:
-            for lo in run_stack(stack, x, budget_bytes=budget):
+        for stack, ready in zip(discovery.stacks, prepared):
+            for lo in run_stack(stack, x, budget_bytes=budget, prepared=ready):
                 m = batch_modes[lo.rows] if batch_modes is not None else None
                 stats[lo.codebook.name].update(lo.idx, lo.sq_err, lo.vectors, m)
         n_vectors += x.shape[0]
