@@ -190,11 +190,13 @@ def _tokens_summary(cbs: Sequence[CodebookReport]) -> str:
 def _usage_summary(cbs: Sequence[CodebookReport]) -> str:
     parts = []
     for cb in cbs[:3]:
+        bits = []
         if cb.usage is not None:
-            parts.append(f"{cb.name}: {cb.usage.used_codes} of {cb.size} codes used ({cb.usage.utilization:.0%}), "
-                         f"perplexity {cb.usage.perplexity:.3g}")
-        elif cb.ema is not None and cb.ema.dead_codes_relative is not None:
-            parts.append(f"{cb.name}: EMA buffer says {cb.ema.dead_codes_relative} of {cb.size} codes are dead")
+            bits.append(f"{cb.usage.used_codes} of {cb.size} codes used ({cb.usage.utilization:.0%}), "
+                        f"perplexity {cb.usage.perplexity:.3g}")
+        if cb.ema is not None and cb.ema.dead_codes_relative is not None:
+            bits.append(f"EMA usage says {cb.ema.dead_codes_relative} of {cb.size} codes are dead")
+        parts.append(f"{cb.name}: " + ", ".join(bits))
     more = f" (+{len(cbs) - 3} more)" if len(cbs) > 3 else ""
     return "; ".join(parts) + more
 
