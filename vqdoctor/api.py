@@ -20,6 +20,7 @@ from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, select
 from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
+from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
@@ -133,10 +134,20 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
         vecs, local = _flatten_vectors(z, channel_axis)
         return vecs, idx.to(vecs.device)[local]
 
+    features = math.prod(inp.sample_shape)
+    sketch = random_projection(features) if features > SKETCH_DIM else None
+    if sketch is not None:
+        notes.append(f"Inputs have {features:,} features: modes and k-NN purity in input space use a seeded "
+                     f"{SKETCH_DIM}-d random projection of them (distances kept, Johnson-Lindenstrauss).")
+
+    def input_features(xb: torch.Tensor) -> torch.Tensor:
+        flat = xb.reshape(xb.shape[0], -1).float()
+        return flat if sketch is None else flat @ sketch
+
     def input_batches() -> Iterator[Batch]:
         for xb, idx in inp.batches(per_batch, shard=shard, max_items=data.max_vectors):
             vecs, sample = encode(xb, idx)
-            yield vecs, sample, xb.reshape(xb.shape[0], -1)
+            yield vecs, sample, input_features(xb)
 
     def take(samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         parts, owners = [], []
@@ -150,7 +161,7 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
     return VectorStream(
         description=f"inputs: {inputs_path} ({inp.n} items) through {encoder.description}",
         n_samples=inp.n, batches=input_batches, take=take,
-        take_inputs=lambda samples: inp.take(samples).reshape(len(samples), -1),
+        take_inputs=lambda samples: input_features(inp.take(samples)),
         labels=inp.labels, label_names=inp.label_names, notes=notes,
     )
 

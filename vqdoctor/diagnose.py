@@ -35,6 +35,8 @@ from vqdoctor.report.schema import (
 )
 from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts
 
+NONLINEAR_POINTS = 2000  # t-SNE / UMAP points: ~5-7 s on 2 cores (docs/performance in README)
+
 # A batch: latents (b, D) float32 on the analysis device, the sample each vector came from (b,),
 # and the raw inputs of those samples flattened to (b_samples, F) when the stream has them
 # (indexed by the local sample order of ``sample_idx``; None for latents-only streams).
@@ -294,15 +296,23 @@ def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_
     lo = sub_out[first.name]
     start = time.perf_counter()
     pts = lo.vectors.float().cpu()
+    modes = sub_modes[lo.rows].cpu() if sub_modes is not None else torch.zeros(pts.shape[0], dtype=torch.int64)
+    one_per_sample = sub_inputs is not None and sub_inputs.shape[0] == pts.shape[0]
+    keep = None
+    if options.projection in ("tsne", "umap") and pts.shape[0] > NONLINEAR_POINTS:
+        keep = torch.as_tensor(stratified_indices(pts.shape[0], NONLINEAR_POINTS, strata=modes.numpy(), seed=options.seed))
+        pts, modes = pts[keep], modes[keep]
     codes = first.codes.float().cpu()
     if first.metric == "cosine":
         pts = torch.nn.functional.normalize(pts, dim=1)
         codes = torch.nn.functional.normalize(codes, dim=1)
     proj = project_2d(pts, codes=codes, method=options.projection, seed=options.seed)
     inputs_xy = None
-    if sub_inputs is not None:
-        inputs_xy = project_2d(sub_inputs.float().cpu(), method=options.projection, seed=options.seed).points_xy.tolist()
-    mode_ids = (sub_modes[lo.rows].cpu().tolist() if sub_modes is not None else [0] * pts.shape[0])
+    if one_per_sample:  # the inputs' picture, point for point (same colours)
+        inputs = sub_inputs.float().cpu()
+        inputs = inputs if keep is None else inputs[keep]
+        inputs_xy = project_2d(inputs, method=options.projection, seed=options.seed).points_xy.tolist()
+    mode_ids = modes.tolist()
     return Projection2D(
         method=proj.method, latents=proj.points_xy.tolist(), latent_modes=mode_ids,
         codes=None if proj.codes_xy is None else proj.codes_xy.tolist(), inputs=inputs_xy,

@@ -188,14 +188,13 @@ def plot_allocation(cb: CodebookReport, ax: Axes | None = None) -> Figure:
             bar.set_hatch("//")
         labels.append(f"{m.label}\n(starved)" if starved else m.label)
     ax.set_xticks(x, labels, fontsize="small")
-    if tc.starved_modes:
-        from matplotlib.patches import Patch
+    from matplotlib.patches import Patch
 
-        handles, names = ax.get_legend_handles_labels()
+    # proxies: the first code bar may itself be restyled as starved
+    handles = [Patch(facecolor="tab:gray", label="data share"), Patch(facecolor="tab:blue", label="code share")]
+    if tc.starved_modes:
         handles.append(Patch(facecolor="tab:red", edgecolor="black", hatch="//", label="starved code share"))
-        ax.legend(handles=handles, fontsize="small")
-    else:
-        ax.legend(fontsize="small")
+    ax.legend(handles=handles, fontsize="small")
     ax.set_ylabel("%")
     ax.set_title(f"{cb.name}: codes per mode (TV {tc.allocation_tv:.2f})", fontsize="medium")
     return fig
