@@ -342,12 +342,12 @@ def _facts_grid(facts: list[tuple[str, str]]) -> Table:
 # Terminal summary columns: (header, cell, minimum width); two facts per cell keep it narrow.
 _TERMINAL_SUMMARY = (
     ("K x d", lambda r: r.size_dim, 5),
-    ("used\n(dead)", lambda r: f"{r.used}\n{r.dead} dead" if r.dead != NONE else r.used, 5),
-    ("perpl.\n(of K)", lambda r: f"{r.perplexity}\n{r.normalized_perplexity}" if r.perplexity != NONE else NONE, 5),
-    ("MSE\n(rel.)", lambda r: f"{r.mse}\n({r.relative_mse})" if r.mse != NONE else NONE, 5),
+    ("used\n(dead)", lambda r: f"{r.used}\n{r.dead} dead" if r.dead != NONE else r.used, 8),
+    ("perpl.\n(of K)", lambda r: f"{r.perplexity}\n{r.normalized_perplexity}" if r.perplexity != NONE else NONE, 6),
+    ("MSE\n(rel.)", lambda r: f"{r.mse}\n({r.relative_mse})" if r.mse != NONE else NONE, 8),
     ("EMA\ndead", lambda r: r.ema_dead, 4),
     ("rank\n/eff.", lambda r: r.rank.replace(" / ", "/"), 4),
-    ("alloc.\nTV", lambda r: r.allocation_tv, 4),
+    ("alloc.\nTV", lambda r: r.allocation_tv, 5),
 )
 
 
@@ -361,7 +361,7 @@ def _summary_table(report: Report, *, short_names: bool) -> Table:
         padding=(0, 1),
         collapse_padding=True,
     )
-    table.add_column("codebook", overflow="fold")
+    table.add_column("#" if short_names else "codebook", overflow="fold")
     for header, _, width in _TERMINAL_SUMMARY:
         table.add_column(header, justify="right", min_width=width, overflow="fold")
     table.add_column("verdicts", overflow="fold", min_width=6)
