@@ -16,13 +16,12 @@ from vqdoctor.cli.common import (
     SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.outputs import write_outputs
 from vqdoctor.cli.progress import vector_progress
 from vqdoctor.core.device import pick_device
 from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.report.json_out import write_json
 from vqdoctor.report.schema import Report
-from vqdoctor.report.terminal import render_terminal
 from vqdoctor.samples import DEFAULT_SAMPLE, sample_path
 
 
@@ -87,24 +86,9 @@ def inspect_command(
                           want_report=json_out is not None or html is not None or plots is not None, err=err)
         if report is None:
             return
-    to_stdout = json_out == "-"
-    if json_out is not None:
-        write_json(report, json_out)
-    if html is not None:
-        from vqdoctor.report.html import write_html
-
-        write_html(report, html)
-        err.print(f"HTML report written to {html}")
-    if plots is not None:
-        from vqdoctor.report.plots import save_plots
-
-        written = save_plots(report, plots)
-        err.print(f"{len(written)} plots written to {plots}/")
-    if not to_stdout:
-        out = Console()
-        render_terminal(report, out)
-        if default:
-            out.print(_next_steps(str(path)))
+    out = write_outputs(report, json_out=json_out, html=html, plots=plots, err=err)
+    if out is not None and default:
+        out.print(_next_steps(str(path)))
 
 
 def _sharded(path: Path, *, data: DataOptions, analysis: AnalysisOptions, save_stats: Path | None, want_report: bool,

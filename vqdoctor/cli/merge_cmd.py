@@ -12,8 +12,7 @@ from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.report.json_out import write_json
-from vqdoctor.report.terminal import render_terminal
+from vqdoctor.cli.outputs import write_outputs
 
 
 @app.command("merge")
@@ -37,17 +36,4 @@ def merge_command(
         err.print(f"Merged statistics written to {save_stats}")
     report = api.report_from_statistics(stats, checkpoint=checkpoint,
                                         allow_globals=tuple(allow_global) if allow_global else None, nesting=nesting)
-    if json_out is not None:
-        write_json(report, json_out)
-    if html is not None:
-        from vqdoctor.report.html import write_html
-
-        write_html(report, html)
-        err.print(f"HTML report written to {html}")
-    if plots is not None:
-        from vqdoctor.report.plots import save_plots
-
-        written = save_plots(report, plots)
-        err.print(f"{len(written)} plots written to {plots}/")
-    if json_out != "-":
-        render_terminal(report, Console())
+    write_outputs(report, json_out=json_out, html=html, plots=plots, err=err)
