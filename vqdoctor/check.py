@@ -270,6 +270,8 @@ def _threshold_items(report: Report, limits: Thresholds, ckpt: str) -> list[Chec
                 continue
             spec = with_bounds(_SPECS[check_of(f.name)], warn=None, fail=float(bound))
             value = spec.value(cb)
+            if value is None and spec.check == "allocation_tv" and cb.tokens_collapse is not None:
+                continue  # measured, but not judged on residual levels (docs/verdicts.md): nothing to gate
             if value is None:
                 items.append(CheckItem(spec.check, cb.name, "threshold", "skipped", None, bound, None,
                                        _skip_reason(spec.check, cb), None, spec.percent))

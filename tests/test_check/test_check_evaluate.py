@@ -214,3 +214,14 @@ def test_check_document_embeds_a_valid_report():
     validate_report_dict(doc["report"])
     first = doc["results"][0]
     assert set(first) == {"check", "codebook", "kind", "outcome", "value", "threshold", "baseline", "message", "remedy"}
+
+
+def test_residual_levels_are_not_gated_on_allocation_even_with_strict():
+    import vqdoctor
+    from vqdoctor.options import AnalysisOptions
+    from vqdoctor.samples import sample_path
+
+    report = vqdoctor.inspect(sample_path("residual_vq"), analysis=AnalysisOptions(projection="none"))
+    result = evaluate(report, thresholds=Thresholds(max_allocation_tv=0.5), strict=True)
+    gated = [(i.codebook, i.outcome) for i in result.items if i.check == "allocation_tv"]
+    assert gated == [("quantizer.layers.0", "pass")]
