@@ -22,7 +22,7 @@ from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
-from vqdoctor.errors import DataError, InputFileError, UsageError
+from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.fixes import FixResult
 from vqdoctor.io.checkpoints import load_checkpoint
@@ -127,8 +127,20 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
     per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
 
     def encode(xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
-            z = encoder.fn(xb.to(device))
+        try:
+            with torch.inference_mode():
+                z = encoder.fn(xb.to(device))
+        except Exception as err:  # the user's model code: report it as theirs, with the batch shape
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise EncoderError(
+                f"The encoder ({encoder.description}) failed on a batch of shape {tuple(xb.shape)} "
+                f"from {inputs_path}: {first}",
+                "Check that it takes this input shape (an exported program needs a dynamic batch "
+                "dimension: torch.export.Dim), or pass --batch-size; VQDOCTOR_DEBUG=1 shows the traceback.",
+            ) from err
+        if not isinstance(z, torch.Tensor):
+            raise EncoderError(f"The encoder ({encoder.description}) returned {type(z).__name__}, not a tensor.",
+                               "Pass --encode-method to pick the method or submodule that returns the latents.")
         z = z.float()
         _check_finite(z, f"The encoder's output on {inputs_path}")
         vecs, local = _flatten_vectors(z, channel_axis)

@@ -1,0 +1,109 @@
+"""Planted embeddings collapse found end to end through every way of getting latents:
+--latents, --model (a user's factory), TorchScript and torch.export encoders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from vqdoctor.cli.app import app
+
+runner = CliRunner()
+FACTORY = '''
+import torch
+from torch import nn
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(8, 6, bias=False)
+
+def build():
+    return Model()
+'''
+
+
+def _selection(dropped: tuple[int, ...]) -> torch.Tensor:
+    """(6, 8) encoder weight keeping 6 of the 8 input coordinates."""
+    keep = [i for i in range(8) if i not in dropped][:6]
+    w = torch.zeros(6, 8)
+    w[torch.arange(6), torch.tensor(keep)] = 1.0
+    return w
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Ten modes in 8-D; modes 1 and 3 differ from 0 and 2 only along axes 0 and 1. An encoder
+    that drops axes 0 and 1 merges (0,1) and (2,3); one that drops axes 6 and 7 keeps all apart."""
+    root = tmp_path_factory.mktemp("planted")
+    g = np.random.default_rng(0)
+    centres = g.uniform(-12, 12, (10, 8)).astype(np.float32)
+    centres[:, :2] = g.uniform(-12, 12, (10, 2))
+    centres[:, 6:] = 0.0  # axes 6 and 7 carry nothing: dropping them loses no separation
+    centres[1, 2:] = centres[0, 2:]
+    centres[3, 2:] = centres[2, 2:]
+    y = np.repeat(np.arange(10), 200)
+    x = (centres[y] + 0.3 * g.standard_normal((len(y), 8))).astype(np.float32)
+    np.savez(root / "data.npz", x=x, y=y)
+    (root / "encmod.py").write_text(FACTORY)
+    models = {}
+    for name, dropped in (("merging", (0, 1)), ("faithful", (6, 7))):
+        w = _selection(dropped)
+        z = torch.from_numpy(x) @ w.T
+        codes = z[torch.from_numpy(g.choice(len(z), 64, replace=False))]
+        path = root / f"{name}.safetensors"
+        save_file({"encoder.weight": w, "quantize.embedding.weight": codes.contiguous()}, str(path))
+        lin = torch.nn.Linear(8, 6, bias=False)
+        lin.weight.data.copy_(w)
+        torch.jit.save(torch.jit.script(lin), str(root / f"{name}.ts"))
+        batch = torch.export.Dim("batch")
+        program = torch.export.export(lin, (torch.zeros(4, 8),), dynamic_shapes={"input": {0: batch}})
+        torch.export.save(program, str(root / f"{name}.pt2"))
+        torch.export.save(torch.export.export(lin, (torch.zeros(4, 8),)), str(root / f"{name}-static.pt2"))
+        np.save(root / f"{name}-latents.npy", z.numpy())
+        models[name] = path
+    return root, models
+
+
+def _merged(root, *args) -> list[tuple[int, int]]:
+    res = runner.invoke(app, ["inspect", *map(str, args), "--json", "-", "--projection", "none"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    return [(p["a"], p["b"]) for p in doc["embeddings_collapse"]["merged_pairs"]]
+
+
+@pytest.mark.parametrize("how", ["model", "torchscript", "export"])
+def test_merging_encoder_is_caught_through_every_encoder_route(planted, how):
+    root, models = planted
+    enc = {"model": ["--model", f"{root / 'encmod.py'}:build"], "torchscript": ["--encoder", root / "merging.ts"],
+           "export": ["--encoder", root / "merging.pt2"]}[how]
+    assert _merged(root, models["merging"], "--inputs", root / "data.npz", *enc) == [(0, 1), (2, 3)]
+
+
+def test_faithful_encoder_merges_nothing(planted):
+    root, models = planted
+    assert _merged(root, models["faithful"], "--inputs", root / "data.npz", "--model", f"{root / 'encmod.py'}:build") == []
+
+
+def test_latents_with_labels_only_report_latent_overlap(planted):
+    root, models = planted
+    np.save(root / "y.npy", np.load(root / "data.npz")["y"])
+    res = runner.invoke(app, ["inspect", str(models["merging"]), "--latents", str(root / "merging-latents.npy"),
+                              "--labels", str(root / "y.npy"), "--json", "-", "--projection", "none"])
+    assert res.exit_code == 0, res.output
+    ec = json.loads(res.stdout)["embeddings_collapse"]
+    assert ec["input_knn_purity"] is None and ec["input_modes"] is None
+    assert {(p["a"], p["b"]) for p in ec["merged_pairs"]} == {(0, 1), (2, 3)}
+
+
+def test_an_encoder_that_fails_is_one_paragraph_naming_the_batch_shape(planted):
+    root, models = planted
+    res = runner.invoke(app, ["inspect", str(models["merging"]), "--inputs", str(root / "data.npz"),
+                              "--encoder", str(root / "merging-static.pt2")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "failed on a batch of shape (2000, 8)" in res.output and "torch.export.Dim" in res.output
