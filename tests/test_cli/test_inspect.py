@@ -137,3 +137,10 @@ def test_default_runs_the_shipped_sample():
     res = runner.invoke(app, ["inspect", "--projection", "none"], env={"COLUMNS": "100"})
     assert res.exit_code == 0, res.output
     assert "vanilla_tokens_collapse" in res.output and "tokens collapse" in res.stdout and "Try next" in res.stdout
+
+
+def test_sample_paths_work_outside_the_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no sample_checkpoints/ here, as after a plain pip install
+    res = runner.invoke(app, ["inspect", "sample_checkpoints/pretrained_healthy.safetensors", "--projection", "none"])
+    assert res.exit_code == 0, res.output
+    assert "inspecting the shipped sample" in res.output and "healthy" in res.stdout

@@ -22,7 +22,7 @@ from vqdoctor.core.device import pick_device
 from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import Report
-from vqdoctor.samples import DEFAULT_SAMPLE, sample_path
+from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
 
 def _next_steps(ckpt: str) -> str:
@@ -68,6 +68,7 @@ def inspect_command(
     """Diagnose codebook collapse: usage, EMA, geometry, W rank, tokens and embeddings collapse."""
     default = checkpoint is None
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
+    shipped = None if default else shipped_sample_for(checkpoint)
     data = data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
@@ -78,6 +79,9 @@ def inspect_command(
     err = Console(stderr=True)
     if default:
         err.print(f"No checkpoint given: inspecting the shipped sample [bold]{DEFAULT_SAMPLE}[/] ({path}).")
+    elif shipped is not None:
+        err.print(f"{checkpoint} is not here: inspecting the shipped sample {shipped}.")
+        path = shipped
     if save_stats is None and data.shard is None and distributed.detect() is None:
         with vector_progress(err) as advance:
             report = api.inspect(path, data=data, analysis=analysis, progress=advance)

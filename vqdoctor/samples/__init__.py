@@ -78,3 +78,14 @@ def sample_path(name: str) -> Path:
 def measured(name: str) -> dict:
     """What scripts/make_samples.py measured on sample ``name`` (``vqdoctor.measured``)."""
     return json.loads(_read_metadata(sample_path(name)).get("vqdoctor.measured", "{}"))
+
+
+def shipped_sample_for(path: Path) -> Path | None:
+    """The packaged sample a missing ``path`` names (``sample_checkpoints/NAME.safetensors`` or a
+    bare ``NAME``), so the README's sample commands work after a plain ``pip install`` too."""
+    if path.exists() or (len(path.parts) > 1 and path.parent.name != "sample_checkpoints"):
+        return None
+    if path.suffix not in ("", ".safetensors"):
+        return None
+    candidate = SAMPLES_DIR / f"{path.stem}.safetensors"
+    return candidate if candidate.is_file() else None
