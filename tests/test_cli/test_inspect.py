@@ -143,4 +143,4 @@ def test_sample_paths_work_outside_the_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no sample_checkpoints/ here, as after a plain pip install
     res = runner.invoke(app, ["inspect", "sample_checkpoints/pretrained_healthy.safetensors", "--projection", "none"])
     assert res.exit_code == 0, res.output
-    assert "inspecting the shipped sample" in res.output and "healthy" in res.stdout
+    assert "is not here: inspecting the" in res.output and "healthy" in res.stdout
