@@ -107,3 +107,44 @@ def test_an_encoder_that_fails_is_one_paragraph_naming_the_batch_shape(planted):
                               "--encoder", str(root / "merging-static.pt2")])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "failed on a batch of shape (2000, 8)" in res.output and "torch.export.Dim" in res.output
+
+
+CONV_FACTORY = '''
+import torch
+from torch import nn
+
+class Tokenizer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Conv2d(3, 4, kernel_size=2, stride=2)
+
+def build():
+    return Tokenizer()
+'''
+
+
+def test_image_folder_through_a_conv_encoder(tmp_path):
+    """Images (class = sub-folder) resized, encoded to B x d x H x W, one vector per position."""
+    from matplotlib.image import imsave
+
+    g = np.random.default_rng(0)
+    colours = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.1, 0.1, 0.9)}
+    for name, rgb in colours.items():
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(6):
+            img = np.clip(np.array(rgb) + 0.05 * g.standard_normal((12, 12, 3)), 0, 1)
+            imsave(tmp_path / "imgs" / name / f"{i}.png", img)
+    (tmp_path / "tok.py").write_text(CONV_FACTORY)
+    conv = torch.nn.Conv2d(3, 4, kernel_size=2, stride=2)
+    state = {f"encoder.{k}": v for k, v in conv.state_dict().items()}
+    state["quantize.embedding.weight"] = torch.randn(16, 4)
+    save_file(state, str(tmp_path / "tok.safetensors"))
+    res = runner.invoke(app, ["inspect", str(tmp_path / "tok.safetensors"), "--inputs", str(tmp_path / "imgs"),
+                              "--image-size", "8", "--model", f"{tmp_path / 'tok.py'}:build", "--channel-axis", "1",
+                              "--json", "-", "--projection", "none"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["data"]["vectors"] == 18 * 4 * 4  # 18 images of 8x8 -> 4x4 positions each
+    assert doc["data"]["mode_source"] == "labels"
+    tc = doc["codebooks"][0]["tokens_collapse"]
+    assert sorted(m["label"] for m in tc["per_mode"]) == ["blue", "green", "red"]

@@ -27,7 +27,7 @@ from vqdoctor.check import (
 )
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
     analysis_options, data_options,
 )
@@ -115,6 +115,7 @@ def check_command(
     channel_axis: ChannelAxisOpt = None,
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
+    image_size: ImageSizeOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -150,7 +151,7 @@ def check_command(
     Exit codes: 0 all checks passed; 1 a check failed; 2 usage or input error. See docs/ci.md.
     """
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, batch_size=batch_size, device=device,
         max_vectors=max_vectors,
     )

@@ -16,7 +16,7 @@ from rich.table import Table
 from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
@@ -86,9 +86,9 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
     _render(outcome, Console())
 
 
-def _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting, batch_size,
+def _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting, batch_size,
           device, max_vectors) -> DataOptions:
-    return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
+    return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, model=model,
                         encoder=encoder, encode_method=encode_method, allow_global=allow_global, nesting=nesting,
                         batch_size=batch_size, device=device, max_vectors=max_vectors)
 
@@ -106,6 +106,7 @@ def kmeans_command(
     channel_axis: ChannelAxisOpt = None,
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
+    image_size: ImageSizeOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -122,7 +123,7 @@ def kmeans_command(
     in_place: InPlaceOpt = False,
 ) -> None:
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs."""
-    data = _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting,
+    data = _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
@@ -142,6 +143,7 @@ def revive_command(
     channel_axis: ChannelAxisOpt = None,
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
+    image_size: ImageSizeOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -158,7 +160,7 @@ def revive_command(
     in_place: InPlaceOpt = False,
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
-    data = _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting,
+    data = _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
@@ -181,6 +183,7 @@ def simvq_command(
     channel_axis: ChannelAxisOpt = None,
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
+    image_size: ImageSizeOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -199,7 +202,7 @@ def simvq_command(
         raise UsageError(f"--mode {mode!r} is not one of exact, paper.")
     if layout not in ("vqp", "official"):
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
-    data = _data(latents, channel_axis, inputs, labels, model, encoder, encode_method, allow_global, nesting,
+    data = _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
