@@ -10,9 +10,9 @@ Rules, so every number can be checked by hand:
   (0.0 for an all-zero spectrum);
 - near-duplicate pairs: unordered pairs of codes whose euclidean distance (in the compared
   space) is below ``duplicate_tolerance * median nearest-neighbour distance``, the median taken
-  over codes that are not exact copies of another (so a pile of identical dead codes does not
-  shrink the scale to 0); exactly equal codes always count. ``redundant_codes`` counts the codes
-  that are near-duplicates of a code with a lower index (a group of n copies adds n - 1): what
+  over the distinct code values (so a pile of identical dead codes does not shrink the scale to
+  0); exactly equal codes always count. ``redundant_codes`` is K minus the number of groups of
+  mutually near-duplicate codes (connected components): a group of n copies adds n - 1, and
   ``K - redundant`` distinct codes remain. When K > ``max_codes_for_pairs`` all of this is
   computed *exactly on a seeded subsample* of that many codes (not scaled up); ``duplicate_sample``
   says how many codes were examined;
@@ -135,46 +135,51 @@ def _subset(n: int, m: int, gen: torch.Generator, device: torch.device) -> torch
 def _near_duplicates(
     c: torch.Tensor, tolerance: float, budget_bytes: int
 ) -> tuple[int, int, float]:
-    """(pairs closer than tolerance * median NN distance or exactly equal, codes near-duplicating
-    a lower-index code, median NN distance over codes that are not exact copies).
-    Distances are computed in float64 so that the threshold, typically 1% of the spacing of the
-    codes, is far above the rounding of ||a||^2 + ||b||^2 - 2 a.b."""
-    c64 = c.to(torch.float64)
-    k = c64.shape[0]
-    sq = (c64 * c64).sum(1)
-    rows = max(1, min(k, budget_bytes // (8 * k * 2)))
-    nn = torch.empty(k, dtype=torch.float64, device=c.device)
-    copy = torch.empty(k, dtype=torch.bool, device=c.device)
-    for s in range(0, k, rows):
-        e = min(k, s + rows)
-        blk = _sq_block(c64, sq, s, e)
-        nn[s:e] = blk.amin(1)
-        copy[s:e] = (blk <= _identical(sq, s, e)).any(1)
-    nn.clamp_min_(0.0)
-    distinct = nn[~copy]
-    median = float(torch.quantile(distinct.sqrt(), 0.5)) if distinct.numel() else 0.0
-    thr_sq = (tolerance * median) ** 2
-    pairs = 0
-    has_lower = torch.zeros(k, dtype=torch.bool, device=c.device)
-    for s in range(0, k, rows):
-        e = min(k, s + rows)
-        blk = _sq_block(c64, sq, s, e)  # self-pairs are +inf
-        close = (blk < thr_sq) | (blk <= _identical(sq, s, e))
-        upper = torch.arange(k, device=c.device)[None, :] > torch.arange(s, e, device=c.device)[:, None]
-        pairs += int((close & upper).sum())
-        has_lower[s:e] = (close & ~upper).any(1)
-    return pairs, int(has_lower.sum()), median
+    """(near-duplicate pairs, redundant codes, median NN distance over distinct codes).
+
+    Exact copies are grouped by value (``torch.unique``); each distinct code's nearest other
+    distinct code comes from the fast search (its distance recomputed exactly); only the few
+    distinct codes closer than the threshold are compared pairwise, in float64. Redundant codes
+    are K minus the number of groups of mutually near-duplicate codes (connected components),
+    so n copies of one code add n - 1."""
+    k = c.shape[0]
+    uniq, inverse, counts = torch.unique(c, dim=0, return_inverse=True, return_counts=True)
+    counts = counts.to(torch.int64)
+    pairs = int((counts * (counts - 1) // 2).sum())
+    u = uniq.shape[0]
+    if u < 2:
+        return pairs, k - 1, 0.0
+    _, nn_sq = nearest_other(uniq, metric="euclidean", budget_bytes=budget_bytes)
+    nn = nn_sq.to(torch.float64).clamp_min(0.0).sqrt()
+    median = float(torch.quantile(nn, 0.5))
+    thr = tolerance * median
+    close = (nn < thr).nonzero().flatten()
+    groups = u
+    if close.numel() >= 2:
+        pts = uniq[close].to(torch.float64)
+        dist = torch.cdist(pts, pts)  # (s, s), s = codes with a near neighbour (few)
+        near = torch.triu(dist < thr, diagonal=1).nonzero()
+        if near.numel():
+            cnt = counts[close]
+            pairs += int((cnt[near[:, 0]] * cnt[near[:, 1]]).sum())
+            groups -= _merges(close.numel(), near)
+    return pairs, k - groups, median
 
 
-def _identical(sq: torch.Tensor, s: int, e: int) -> torch.Tensor:
-    """Squared distance below which codes s..e and a code are identical up to float64 rounding
-    of the expanded form ||a||^2 + ||b||^2 - 2 a.b."""
-    return 1e-12 * (sq[s:e, None] + sq[None, :])
+def _merges(n: int, edges: torch.Tensor) -> int:
+    """How many unions the (m, 2) edges make among n nodes (n - connected components)."""
+    parent = list(range(n))
 
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
-def _sq_block(c64: torch.Tensor, sq: torch.Tensor, s: int, e: int) -> torch.Tensor:
-    """(e - s, K) float64 squared distances of codes s..e to all codes, self entries +inf."""
-    blk = torch.addmm(sq[None, :], c64[s:e], c64.T, beta=1.0, alpha=-2.0)
-    blk.add_(sq[s:e, None])
-    blk[:, s:e].fill_diagonal_(float("inf"))
-    return blk
+    merged = 0
+    for a, b in edges.tolist():
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+            merged += 1
+    return merged
