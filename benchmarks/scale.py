@@ -273,40 +273,37 @@ SCALE_TEXT = """## Scale
 `{cmd}` (benchmarks/scale.py; {total:.0f} s in all). Each row is one full `vqdoctor.api.inspect`
 in its own subprocess (modes from labels, geometry, tokens and embeddings collapse, PCA picture
 on the 4,000-point subsample) on float32 Gaussian-blob latents written to a memory-mapped `.npy`,
-CPU, {threads} torch threads, on a shared 2-core machine (other jobs ran at the same time, so
-single rows are noisy: compare the trend, not one number). fp32 GEMM (2048^3 `torch.mm`) ran at
-{gemm:.1f} GFLOP/s when measured at the start. "N" rows: K = {k_for_n}; "K" rows: N = {n_for_k:,};
-d = {d}.
+CPU, {threads} torch threads, 2-core machine with nothing else running. fp32 GEMM (2048^3
+`torch.mm`, MKL) ran at {gemm:.1f} GFLOP/s when measured at the start. "N" rows: K = {k_for_n};
+"K" rows: N = {n_for_k:,}; d = {d}.
 
 {table}
 
 ![inspect time against N and K, peak memory against N](scale.png)
 
-- **N**: time grows less than linearly up to 10^6 (a fixed ~5 s: imports, loading, geometry,
-  modes and the picture on the bounded subsample) and about linearly beyond. At K = 1024 the
-  search itself is cheap (2*N*K*d = 1.3 TFLOP at N = 10^7, under 30 s at the GEMM speed), so
-  "assign GFLOP/s" (those flops over the *whole* `inspect` time, a lower bound) is low: the
-  per-batch work around the search (reading, finiteness checks, statistics updates) dominates.
-- **K**: from 2^16 codes on, the search dominates and the whole `inspect` runs near the GEMM
-  speed (ratios above 1 mean the GEMM reference was measured while the machine was busier).
-  K = 262,144 works. The search alone against the GEMM peak and faiss `IndexFlatL2` is the
-  "Assign" benchmark (`benchmarks/assign.py`).
+- **N**: a fixed cost of about 1.5 s (imports, loading, geometry, modes and the picture on the
+  bounded subsample), then linear in N. At K = 1024 the search is cheap (2*N*K*d = 1.3 TFLOP at
+  N = 10^7), so "assign GFLOP/s" (those flops over the *whole* `inspect` time, a lower bound) stays
+  below the search's own speed: reading, finiteness checks and the statistics updates share the
+  time.
+- **K**: from 2^16 codes on the search dominates and the whole `inspect` runs at 0.7-1.0 of the
+  MKL `torch.mm` speed (the search itself uses oneDNN, faster than MKL on this CPU; see the
+  "Assign" section). K = 262,144 works: 100,000 vectors in about 17 s.
 - **Memory is bounded by the chunk budget, not by N**: the anonymous resident memory (heap and
-  tensors) stays at 270-390 MB from N = 10^4 to 10^7 while the latents grow to 2.4 GiB (the
-  growth is mostly the labels array, 8 bytes per sample, read whole). It grows with K up to
-  ~1 GB (the codes, their prepared copy and a K-wide distance block within the 256 MiB
-  `--memory-budget-mb`) and is flat from K = 2^14 to 2^18. VmHWM also counts the file pages of the
-  memory-mapped latents that the kernel keeps cached (reclaimable).
-- **Prefetch**: "read s" is one pass that only reads the batches of the same file. It is small
-  while the file sits in the page cache, but at N = 10^7 (2.4 GiB, partly evicted) reading took
-  59 s of the 196 s, so a background reader thread overlapping reads with assignment could save up
-  to about that much there. Not implemented yet (measured here, left as a follow-up). With an
-  encoder on CPU, encoding and assignment compete for the same cores, so overlapping them gains
-  nothing; on a GPU, torch runs both on one stream.
-- Skipped to stay under ten minutes on this machine: N = 10^8 (same linear law; use shards or
-  torchrun, docs/scaling.md), K > 1024 at N >= 10^6, and inferred modes (without labels, the
-  per-batch mode prediction of the fitted mixture added about 25 us per vector in a profile at
-  N = 10^5, more than the search at K = 1024).
+  tensors) stays within about 260-390 MB from N = 10^4 to 10^7 while the latents grow to
+  2.4 GiB (the growth is mostly the labels array, 8 bytes per sample, read whole). It grows with
+  K (the codes, their prepared copy, the near-duplicate search on up to 16,384 codes) to under
+  1 GB at K = 2^18. VmHWM also counts the file pages of the memory-mapped latents that the kernel
+  keeps cached (reclaimable).
+- **Prefetch**: "read s" is one pass that only reads the batches of the same file: about 1 s of
+  the 18 s at N = 10^7 while the file sits in the page cache, so a background reader would gain
+  little here; on a cold disk it can gain up to the reading time. Not implemented. With an encoder
+  on CPU, encoding and assignment compete for the same cores, so overlapping them gains nothing;
+  on a GPU, torch runs both on one stream.
+- Not in the grid: N = 10^8 (same linear law, about 3 minutes at K = 1024 on this machine; or
+  shard it, docs/scaling.md) and inferred modes (a separate run through the CLI, N = 10^6,
+  K = 1024: 5.7 s without labels against 5.2 s with them: the fitted mixture's prediction is a
+  few batched matrix products per batch).
 """
 
 
