@@ -21,10 +21,11 @@ from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack
 from vqdoctor.core.collapse import dead_code_modes, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.geometry import geometry_metrics, w_metrics
-from vqdoctor.core.modes import fit_modes
+from vqdoctor.core.modes import ModeModel, fit_modes
 from vqdoctor.core.projection import project_2d
 from vqdoctor.core.subsample import stratified_indices
 from vqdoctor.core.usage import UsageStats
+from vqdoctor.errors import DataError, UsageError
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.report.schema import (
     CheckpointInfo,
@@ -62,7 +63,7 @@ class _Modes:
     source: str
     names: list[str]
     per_sample: np.ndarray | None  # (n_samples,) when modes come from labels
-    model: object | None  # fitted ModeModel when inferred
+    model: ModeModel | None  # fitted when inferred
     on_inputs: bool  # the model reads inputs (else latents)
 
     @property
@@ -76,8 +77,8 @@ class _Modes:
         if self.on_inputs:
             assert inputs is not None
             _, local = torch.unique(sample, return_inverse=True)
-            return self.model.predict(inputs.to(x.device)).to(x.device)[local]  # type: ignore[union-attr]
-        return self.model.predict(x).to(x.device)  # type: ignore[union-attr]
+            return self.model.predict(inputs.to(x.device)).to(x.device)[local]
+        return self.model.predict(x).to(x.device)
 
 
 def _codebook_space(stack: Stack, cb: Codebook) -> str:
@@ -110,7 +111,7 @@ def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: t
 
 
 def _pool_per_sample(x: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of each sample's vectors: (m, D), (m,) -> (s, D) in order of first appearance."""
+    """Mean of each sample's vectors: (m, D), (m,) -> (s, D) and the samples, in sample order."""
     uniq, inverse = torch.unique(sample, return_inverse=True)
     sums = torch.zeros(len(uniq), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
     counts = torch.bincount(inverse, minlength=len(uniq)).clamp_min(1).unsqueeze(1)
@@ -137,8 +138,6 @@ class Gathered:
 
     def merge(self, other: "Gathered") -> "Gathered":
         if set(self.stats) != set(other.stats):
-            from vqdoctor.errors import UsageError
-
             raise UsageError("These statistics cover different codebooks and cannot be merged.",
                              f"One has {sorted(self.stats)}, the other {sorted(other.stats)}.")
         stats = {k: v.merge(other.stats[k]) for k, v in self.stats.items()}
@@ -207,8 +206,6 @@ def build_report(
                      "(--latents, or --inputs with an encoder). Showing data-free numbers only.")
     else:
         if g.vectors == 0:
-            from vqdoctor.errors import DataError
-
             raise DataError(f"The data ({g.description}) yielded no vectors.", "Pass a non-empty file.")
         notes.extend(g.notes)
         stats = g.stats
@@ -270,11 +267,11 @@ def _sub_modes(modes: _Modes, sub_latents: torch.Tensor, sub_sample: torch.Tenso
     if modes.per_sample is not None:
         return torch.as_tensor(modes.per_sample, device=sub_latents.device)[sub_sample]
     if modes.on_inputs:
-        per_sub = modes.model.predict(sub_inputs.float().cpu())  # type: ignore[union-attr]
+        per_sub = modes.model.predict(sub_inputs.float().cpu())
         pos = torch.full((int(sub_idx.max()) + 1,), -1, dtype=torch.int64)
         pos[torch.as_tensor(sub_idx)] = torch.arange(len(sub_idx))
         return per_sub[pos[sub_sample.cpu()]].to(sub_latents.device)
-    return modes.model.predict(sub_latents.cpu()).to(sub_latents.device)  # type: ignore[union-attr]
+    return modes.model.predict(sub_latents.cpu()).to(sub_latents.device)
 
 
 def _modes_of_samples(samples: torch.Tensor, sub_sample: torch.Tensor, sub_modes: torch.Tensor) -> torch.Tensor:

@@ -239,6 +239,9 @@ def _validate(x: torch.Tensor, k: int, *, iters: int, metric: str, init: str, to
     return x.contiguous()
 
 
+SUM_CHUNK = 8192  # rows converted to float64 at a time (a 4 MiB buffer at d = 64)
+
+
 def _assign_sums(
     x: torch.Tensor, centroids: torch.Tensor, *, metric: str, budget_bytes: int
 ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, torch.Tensor]:
@@ -246,10 +249,14 @@ def _assign_sums(
     idx, dist = nearest_codes(x, centroids, metric=metric, budget_bytes=budget_bytes)
     counts = torch.bincount(idx, minlength=k)
     sums = torch.zeros(k, d, dtype=torch.float64, device=x.device)
-    step = max(1, (budget_bytes // 8) // max(1, d))
-    for start in range(0, x.shape[0], step):
-        sums.index_add_(0, idx[start : start + step], x[start : start + step].to(torch.float64))
-    inertia = float(dist.to(torch.float64).sum())
+    # float64 sums (exact to merge across shards) through one reused, cache-sized float64 buffer
+    # instead of a float64 copy of every vector
+    buf = torch.empty(min(SUM_CHUNK, x.shape[0]), d, dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], SUM_CHUNK):
+        rows = buf[: min(SUM_CHUNK, x.shape[0] - start)]
+        rows.copy_(x[start : start + SUM_CHUNK])
+        sums.index_add_(0, idx[start : start + SUM_CHUNK], rows)
+    inertia = float(dist.sum(dtype=torch.float64))
     return sums, counts, inertia, idx, dist
 
 
