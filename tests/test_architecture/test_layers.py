@@ -1,4 +1,5 @@
-"""The core stays pure: importing it pulls in no I/O, rendering or CLI modules."""
+"""The layers keep their direction: the core (and the pure check evaluator) import no I/O,
+rendering or CLI modules, and never rich, typer or matplotlib (STYLE.md)."""
 
 import subprocess
 import sys
@@ -7,19 +8,28 @@ import pytest
 
 CORE_MODULES = [
     "vqdoctor.core.assign", "vqdoctor.core.usage", "vqdoctor.core.ema", "vqdoctor.core.geometry",
-    "vqdoctor.core.chain", "vqdoctor.core.modes", "vqdoctor.core.collapse", "vqdoctor.core.projection",
-    "vqdoctor.core.subsample", "vqdoctor.core.kmeans",
+    "vqdoctor.core.chain", "vqdoctor.core.device", "vqdoctor.core.modes", "vqdoctor.core.collapse",
+    "vqdoctor.core.projection", "vqdoctor.core.subsample", "vqdoctor.core.kmeans", "vqdoctor.core.sketch",
 ]
-FORBIDDEN = ("vqdoctor.io", "vqdoctor.report", "vqdoctor.cli", "rich", "typer", "matplotlib")
+CORE_FORBIDDEN = ("vqdoctor.io", "vqdoctor.report", "vqdoctor.cli", "rich", "typer", "matplotlib")
+# check.py evaluates Report values (report.schema is its input type) but renders and reads nothing
+CHECK_FORBIDDEN = ("vqdoctor.io", "vqdoctor.cli", "vqdoctor.report.json_out", "vqdoctor.report.terminal",
+                   "rich", "typer", "matplotlib")
+
+
+def _impure(module: str, forbidden: tuple[str, ...]) -> str:
+    code = (
+        f"import sys, {module}\n"
+        f"bad = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in {forbidden!r}))\n"
+        "print(','.join(bad))"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
 def test_core_module_imports_nothing_impure(module):
-    code = (
-        f"import sys, {module}\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'rich','typer','matplotlib'}} "
-        f"or any(m == f or m.startswith(f + '.') for f in {FORBIDDEN!r}))\n"
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"
+    assert _impure(module, CORE_FORBIDDEN) == "", module
+
+
+def test_check_evaluator_is_pure():
+    assert _impure("vqdoctor.check", CHECK_FORBIDDEN) == ""

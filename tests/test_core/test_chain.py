@@ -165,20 +165,3 @@ def test_dimension_mismatch_is_a_clear_error() -> None:
     grouped = Stack("g", "t", (_cb(torch.randn(8, 4)),), channels=(4, 8))
     with pytest.raises(DataError, match=r"reads channels \[4, 8\)"):
         run_stack(grouped, torch.randn(3, 6), budget_bytes=BUDGET)
-
-
-def test_engine_modules_stay_pure() -> None:
-    """The engine loads nothing from io/report/cli and no rich/typer/matplotlib."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "import vqdoctor.core.assign, vqdoctor.core.usage, vqdoctor.core.ema\n"
-        "import vqdoctor.core.geometry, vqdoctor.core.chain, vqdoctor.core.device\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('rich', 'typer', 'matplotlib')\n"
-        "       or m.startswith(('vqdoctor.io', 'vqdoctor.report', 'vqdoctor.cli'))]\n"
-        "print(bad)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
