@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from vqdoctor.core.geometry import geometry_metrics, w_metrics
 from vqdoctor.core.modes import ModeModel, fit_modes
 from vqdoctor.core.projection import project_2d
 from vqdoctor.core.subsample import stratified_indices
+from vqdoctor.core.gathered import Gathered
 from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import DataError, UsageError
 from vqdoctor.options import AnalysisOptions
@@ -116,32 +117,6 @@ def _pool_per_sample(x: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tenso
     sums = torch.zeros(len(uniq), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
     counts = torch.bincount(inverse, minlength=len(uniq)).clamp_min(1).unsqueeze(1)
     return sums / counts, uniq
-
-
-@dataclass
-class Gathered:
-    """Everything the report needs from the data: mergeable statistics per codebook (sums) and
-    the bounded subsample (identical on every shard: drawn from global sample indices with the
-    same seed). Shards and distributed ranks merge by adding ``stats``."""
-
-    description: str
-    stats: dict[str, UsageStats]  # codebook name -> statistics
-    vectors: int
-    sub_latents: torch.Tensor  # (m, D)
-    sub_sample: torch.Tensor  # (m,) sample index of each subsample vector
-    sub_idx: np.ndarray  # (s,) the samples drawn
-    sub_inputs: torch.Tensor | None  # (s, F)
-    mode_names: list[str]
-    mode_source: str | None  # None: a single mode, no collapse analysis
-    sub_modes: torch.Tensor | None  # (m,)
-    notes: list[str] = field(default_factory=list)
-
-    def merge(self, other: "Gathered") -> "Gathered":
-        if set(self.stats) != set(other.stats):
-            raise UsageError("These statistics cover different codebooks and cannot be merged.",
-                             f"One has {sorted(self.stats)}, the other {sorted(other.stats)}.")
-        stats = {k: v.merge(other.stats[k]) for k, v in self.stats.items()}
-        return replace(self, stats=stats, vectors=self.vectors + other.vectors)
 
 
 def gather(

@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
 from vqdoctor.core.kmeans import KMeansResult, lloyd_step_sums
-from vqdoctor.diagnose import Gathered
+from vqdoctor.core.gathered import Gathered
 from vqdoctor.errors import UsageError
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")

@@ -10,6 +10,7 @@ CORE_MODULES = [
     "vqdoctor.core.assign", "vqdoctor.core.usage", "vqdoctor.core.ema", "vqdoctor.core.geometry",
     "vqdoctor.core.chain", "vqdoctor.core.device", "vqdoctor.core.modes", "vqdoctor.core.collapse",
     "vqdoctor.core.projection", "vqdoctor.core.subsample", "vqdoctor.core.kmeans", "vqdoctor.core.sketch",
+    "vqdoctor.core.gathered",
 ]
 CORE_FORBIDDEN = ("vqdoctor.io", "vqdoctor.report", "vqdoctor.cli", "rich", "typer", "matplotlib")
 # check.py evaluates Report values (report.schema is its input type) but renders and reads nothing

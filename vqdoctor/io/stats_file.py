@@ -44,7 +44,7 @@ import torch
 
 from vqdoctor.codebooks.model import Codebook, Discovery
 from vqdoctor.core.usage import UsageStats
-from vqdoctor.diagnose import Gathered
+from vqdoctor.core.gathered import Gathered
 from vqdoctor.errors import InputFileError, UsageError
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.report.schema import CheckpointInfo
