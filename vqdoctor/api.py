@@ -122,7 +122,7 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
             "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
         )
     notes.extend(encoder.notes)
-    inp = open_inputs(inputs_path, labels=data.labels, image_size=data.image_size)
+    inp = open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds)
     channel_axis = data.channel_axis if data.channel_axis is not None else encoder.channel_axis
     per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
 

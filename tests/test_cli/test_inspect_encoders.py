@@ -148,3 +148,48 @@ def test_image_folder_through_a_conv_encoder(tmp_path):
     assert doc["data"]["mode_source"] == "labels"
     tc = doc["codebooks"][0]["tokens_collapse"]
     assert sorted(m["label"] for m in tc["per_mode"]) == ["blue", "green", "red"]
+
+
+CODEC_FACTORY = '''
+import torch
+from torch import nn
+
+class Codec(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Conv1d(1, 8, kernel_size=40, stride=40)
+
+def build():
+    return Codec()
+'''
+
+
+def test_audio_folder_through_a_codec_encoder(tmp_path):
+    """WAV clips (class = sub-folder) -> a Conv1d encoder -> B x d x T' frames, one vector each."""
+    import wave
+
+    g = np.random.default_rng(0)
+    for name, freq in (("low", 200.0), ("mid", 800.0), ("high", 3000.0)):
+        (tmp_path / "clips" / name).mkdir(parents=True)
+        for i in range(5):
+            t = np.arange(1600) / 16000
+            x = 0.5 * np.sin(2 * np.pi * freq * t + g.uniform(0, 6.28)) + 0.01 * g.standard_normal(1600)
+            with wave.open(str(tmp_path / "clips" / name / f"{i}.wav"), "wb") as w:
+                w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+                w.writeframes(np.round(x * 32767).astype("<i2").tobytes())
+    (tmp_path / "codec.py").write_text(CODEC_FACTORY)
+    conv = torch.nn.Conv1d(1, 8, kernel_size=40, stride=40)
+    state = {f"encoder.{k}": v for k, v in conv.state_dict().items()}
+    for lvl in range(2):  # an encodec-style residual stack
+        p = f"quantizer.vq.layers.{lvl}._codebook"
+        state |= {f"{p}.embed": torch.randn(32, 8), f"{p}.cluster_size": torch.ones(32),
+                  f"{p}.embed_avg": torch.randn(32, 8), f"{p}.inited": torch.tensor([1.0])}
+    save_file(state, str(tmp_path / "codec.safetensors"))
+    res = runner.invoke(app, ["inspect", str(tmp_path / "codec.safetensors"), "--inputs", str(tmp_path / "clips"),
+                              "--clip-seconds", "0.1", "--model", f"{tmp_path / 'codec.py'}:build",
+                              "--channel-axis", "1", "--json", "-", "--projection", "none"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["data"]["vectors"] == 15 * 40  # 15 clips of 1,600 samples -> 40 frames each
+    assert [cb["level"] for cb in doc["codebooks"]] == [0, 1]
+    assert sorted(m["label"] for m in doc["codebooks"][0]["tokens_collapse"]["per_mode"]) == ["high", "low", "mid"]

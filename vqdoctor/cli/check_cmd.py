@@ -27,7 +27,7 @@ from vqdoctor.check import (
 )
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
     analysis_options, data_options,
 )
@@ -116,6 +116,7 @@ def check_command(
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
+    clip_seconds: ClipSecondsOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -151,7 +152,7 @@ def check_command(
     Exit codes: 0 all checks passed; 1 a check failed; 2 usage or input error. See docs/ci.md.
     """
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, batch_size=batch_size, device=device,
         max_vectors=max_vectors,
     )

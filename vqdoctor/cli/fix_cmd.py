@@ -16,7 +16,7 @@ from rich.table import Table
 from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
@@ -86,9 +86,9 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
     _render(outcome, Console())
 
 
-def _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting, batch_size,
+def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
           device, max_vectors) -> DataOptions:
-    return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, model=model,
+    return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model,
                         encoder=encoder, encode_method=encode_method, allow_global=allow_global, nesting=nesting,
                         batch_size=batch_size, device=device, max_vectors=max_vectors)
 
@@ -107,6 +107,7 @@ def kmeans_command(
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
+    clip_seconds: ClipSecondsOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -123,7 +124,7 @@ def kmeans_command(
     in_place: InPlaceOpt = False,
 ) -> None:
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs."""
-    data = _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting,
+    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
@@ -144,6 +145,7 @@ def revive_command(
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
+    clip_seconds: ClipSecondsOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -160,7 +162,7 @@ def revive_command(
     in_place: InPlaceOpt = False,
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
-    data = _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting,
+    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
@@ -184,6 +186,7 @@ def simvq_command(
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
+    clip_seconds: ClipSecondsOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -202,7 +205,7 @@ def simvq_command(
         raise UsageError(f"--mode {mode!r} is not one of exact, paper.")
     if layout not in ("vqp", "official"):
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
-    data = _data(latents, channel_axis, inputs, labels, image_size, model, encoder, encode_method, allow_global, nesting,
+    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:

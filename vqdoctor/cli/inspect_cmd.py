@@ -11,7 +11,7 @@ from rich.console import Console
 from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt, ProjectionOpt,
     SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
@@ -46,6 +46,7 @@ def inspect_command(
     inputs: InputsOpt = None,
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
+    clip_seconds: ClipSecondsOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -71,7 +72,7 @@ def inspect_command(
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
         max_vectors=max_vectors, shard=parse_shard(shard),
     )

@@ -24,6 +24,10 @@ Raw inputs (:func:`open_inputs`, CLI ``--inputs``)
   scaled to ``[0, 1]``, CHW. Grayscale when the first image is grayscale, else RGB. With
   ``image_size`` every image is resized to ``image_size x image_size``; without, all must share the
   first image's size.
+- An audio folder (what audio codecs are fed): ``.wav`` clips (PCM 8/16/24/32-bit), one sub-folder
+  per class or directly in the folder, mixed to mono, as ``(1, T)`` float32 in ``[-1, 1]``. All
+  clips must share one sample rate (no resampling); with ``clip_seconds`` every clip is cut or
+  zero-padded to that length, without it all must share the first clip's length.
 Labels (``labels=`` / CLI ``--labels``): ``.npy`` of ints or strings (strings are mapped to ids in
 sorted order, names kept), or ``.txt`` with one label per line; their count must match the data.
 
@@ -48,6 +52,7 @@ from vqdoctor.io.safe_pickle import safe_torch_load
 
 LATENT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+AUDIO_SUFFIXES = (".wav",)
 LABEL_KEYS = ("y", "labels")
 LATENT_KEYS = ("latents", "z", "x")
 INPUT_KEYS = ("x", "inputs", "images", "data")
@@ -132,6 +137,51 @@ class _ImageRows(_Rows):
                                  hint="Remove or re-save that file.") from None
         tensor = torch.from_numpy(array)
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+class _AudioRows(_Rows):
+    """PCM WAV clips as (1, clip) float32 in [-1, 1], channels mixed to mono, each clip cut to (or
+    zero-padded to) ``clip`` samples."""
+
+    def __init__(self, files: list[Path], *, clip: int, rate: int) -> None:
+        self.files, self.clip, self.rate = files, clip, rate
+        self.shape = (len(files), 1, clip)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return torch.stack([self._load(f) for f in self.files[start:stop]]) if stop > start else (
+            torch.empty((0, *self.shape[1:])))
+
+    def _load(self, file: Path) -> torch.Tensor:
+        frames, rate, _ = _read_wav(file, limit=self.clip)
+        if rate != self.rate:
+            raise DataError(f"{file} is sampled at {rate} Hz but the first clip at {self.rate} Hz.",
+                            hint="Resample the clips to one rate first; vqdoctor does not resample.")
+        out = torch.zeros(1, self.clip)
+        out[0, : frames.shape[0]] = torch.from_numpy(frames[: self.clip])
+        return out
+
+
+def _read_wav(file: Path, *, limit: int | None) -> tuple[np.ndarray, int, int]:
+    """(mono float32 samples (at most ``limit``), sample rate, total frames) of a PCM WAV file."""
+    import wave
+
+    try:
+        with wave.open(str(file), "rb") as w:
+            channels, width, rate, total = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(total if limit is None else min(total, limit))
+    except (wave.Error, EOFError, OSError) as exc:
+        raise InputFileError(f"Audio file {file} could not be read as PCM WAV: {exc}.",
+                             hint="Convert it to 8/16/24/32-bit PCM WAV, or remove it.") from None
+    if width == 1:
+        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        samples = (np.where(ints >= 1 << 23, ints - (1 << 24), ints) / float(1 << 23)).astype(np.float32)
+    else:
+        dtype = {2: np.int16, 4: np.int32}[width]
+        samples = np.frombuffer(raw, dtype).astype(np.float32) / float(np.iinfo(dtype).max + 1)
+    return samples.reshape(-1, channels).mean(1), rate, total
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,19 +381,23 @@ def open_inputs(
     *,
     labels: str | Path | None = None,
     image_size: int | None = None,
+    clip_seconds: float | None = None,
     key: str | None = None,
 ) -> InputSource:
-    """Open raw inputs: an array file or an image folder (see the module docstring)."""
+    """Open raw inputs: an array file, an image folder or an audio folder (see the module docstring)."""
     path = Path(path)
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise UsageError(f"image_size must be a positive integer, got {image_size!r}.")
     if path.is_dir():
-        rows, file_labels = _open_image_folder(path, image_size)
+        rows, file_labels = _open_folder(path, image_size=image_size, clip_seconds=clip_seconds)
     else:
         _check_file(path, LATENT_SUFFIXES, "inputs")
         if image_size is not None:
             raise UsageError(f"--image-size applies to image folders, but {path} is an array file.",
                              hint="Drop --image-size, or resize the arrays yourself.")
+        if clip_seconds is not None:
+            raise UsageError(f"--clip-seconds applies to audio folders, but {path} is an array file.",
+                             hint="Drop --clip-seconds, or cut the arrays yourself.")
         rows, file_labels = _open_rows(path, key=key, preferred=INPUT_KEYS, what="inputs")
         if len(rows.shape) < 1 or math.prod(rows.shape) == 0:
             raise DataError(f"Inputs in {path} are empty (shape {rows.shape}).", hint="Point at a file with data.")
@@ -536,29 +590,74 @@ def _npz_member(path: Path, name: str) -> np.ndarray:
         return npz[name]
 
 
+def _class_folder(path: Path, suffixes: Sequence[str], what: str
+                  ) -> tuple[list[Path], tuple[np.ndarray, list[str]] | None]:
+    """The files of a folder with one sub-folder per class (class = sub-folder name, sorted), or
+    with the files directly in it (no labels)."""
+
+    def media(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+    top = media(path)
+    classes = [d for d in sorted(path.iterdir()) if d.is_dir() and media(d)]
+    if top and classes:
+        raise DataError(
+            f"{path} holds {what} both directly and in sub-folders ({', '.join(d.name for d in classes[:3])}); "
+            "vqdoctor cannot tell which are classes.",
+            hint="Put every file in a class sub-folder, or all of them directly in the folder.",
+        )
+    if not classes:
+        return top, None
+    files = [f for d in classes for f in media(d)]
+    ids = np.concatenate([np.full(len(media(d)), i, dtype=np.int64) for i, d in enumerate(classes)])
+    return files, (ids, [d.name for d in classes])
+
+
+def _has(path: Path, suffixes: Sequence[str]) -> bool:
+    return any(p.suffix.lower() in suffixes for p in path.rglob("*") if p.is_file())
+
+
+def _open_folder(path: Path, *, image_size: int | None, clip_seconds: float | None
+                 ) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
+    if _has(path, AUDIO_SUFFIXES) and not _has(path, IMAGE_SUFFIXES):
+        if image_size is not None:
+            raise UsageError(f"--image-size applies to image folders, but {path} holds audio clips.",
+                             hint="Use --clip-seconds for audio.")
+        return _open_audio_folder(path, clip_seconds)
+    if clip_seconds is not None:
+        raise UsageError(f"--clip-seconds applies to folders of .wav clips, but {path} is not one.",
+                         hint="Drop --clip-seconds, or point at a folder of .wav files.")
+    return _open_image_folder(path, image_size)
+
+
+def _open_audio_folder(path: Path, clip_seconds: float | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
+    files, file_labels = _class_folder(path, AUDIO_SUFFIXES, "audio clips")
+    _, rate, total = _read_wav(files[0], limit=0)
+    if clip_seconds is not None:
+        if clip_seconds <= 0:
+            raise UsageError(f"--clip-seconds must be positive, got {clip_seconds}.")
+        clip = max(1, round(clip_seconds * rate))
+    else:
+        lengths = {f: _read_wav(f, limit=0)[2] for f in files}
+        clip = total
+        odd = next((f for f, n in lengths.items() if n != total), None)
+        if odd is not None:
+            raise DataError(
+                f"Audio clips differ in length ({files[0]}: {total} samples, {odd}: {lengths[odd]}).",
+                hint="Pass --clip-seconds S to cut (or zero-pad) every clip to S seconds.",
+            )
+    return _AudioRows(files, clip=clip, rate=rate), file_labels
+
+
 def _open_image_folder(path: Path, image_size: int | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
     from PIL import Image, UnidentifiedImageError
 
-    def images(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-    top = images(path)
-    classes = [d for d in sorted(path.iterdir()) if d.is_dir() and images(d)]
-    if top and classes:
+    files, file_labels = _class_folder(path, IMAGE_SUFFIXES, "images")
+    if not files:
         raise DataError(
-            f"{path} holds images both directly and in sub-folders ({', '.join(d.name for d in classes[:3])}); "
-            "vqdoctor cannot tell which are classes.",
-            hint="Put every image in a class sub-folder, or all of them directly in the folder.",
-        )
-    if not top and not classes:
-        raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in sub-folders.",
-                        hint="Point at an image folder (one sub-folder per class) or an array file.")
-    if classes:
-        files = [f for d in classes for f in images(d)]
-        ids = np.concatenate([np.full(len(images(d)), i, dtype=np.int64) for i, d in enumerate(classes)])
-        file_labels: tuple[np.ndarray, list[str]] | None = (ids, [d.name for d in classes])
-    else:
-        files, file_labels = top, None
+            f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) or audio clips ({', '.join(AUDIO_SUFFIXES)}), "
+            "directly or in sub-folders.",
+            hint="Point at an image or audio folder (one sub-folder per class) or an array file.")
     try:
         with Image.open(files[0]) as img:
             gray, size = img.mode in _GRAY_MODES, img.size
