@@ -73,8 +73,8 @@ class _Modes:
 
     def of_batch(self, x: torch.Tensor, sample: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         """Mode id of each vector of the batch, (b,) int64 on x's device."""
-        if self.per_sample is not None:
-            return torch.as_tensor(self.per_sample, device=x.device)[sample]
+        if self.per_sample is not None:  # index on the host: never ship all N labels per batch
+            return torch.from_numpy(self.per_sample[sample.cpu().numpy()]).to(x.device)
         if self.on_inputs:
             assert inputs is not None
             _, local = torch.unique(sample, return_inverse=True)
