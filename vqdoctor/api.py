@@ -376,33 +376,50 @@ def fix_checkpoint(
     analysis: AnalysisOptions = AnalysisOptions(projection="none"),
     encoder_from: Path | None = None,
     need_data: bool = True,
+    across_ranks: bool = False,
 ) -> FixOutcome:
     """Repair ``checkpoint`` into ``out`` (same format; the input is untouched unless ``in_place``,
-    which keeps a backup), re-load the output and measure before/after on the same vectors."""
+    which keeps a backup), re-load the output and measure before/after on the same vectors.
+
+    Under torchrun (``across_ranks``: the fix reduces its statistics over the ranks, as
+    ``fix kmeans`` does), every rank encodes its slice of the data, the fix runs on every rank
+    together, and rank 0 writes the file and measures before/after on its own slice; other ranks
+    return ``before=after=None``."""
     if out is None and not in_place:
         raise UsageError("Say where to write the repaired checkpoint: --out NEW (or --in-place, which keeps a backup).")
     if encoder_from is not None and data.latents is not None:
         raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
     target = Path(checkpoint) if out is None else out
-    device = pick_device(data.device)
-    ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook)
-    source = load(encoder_from, allow_globals=data.allow_globals) if encoder_from is not None else ckpt
-    lat = collect_latents(source, data, device=device)
-    if lat is None and need_data:
-        raise DataError(
-            "This fix needs data: the vectors that reach the quantizer.",
-            "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
-        )
-    result = FixResult()
-    for stack in found.stacks:  # later stacks see the earlier stacks' updates
-        result.merge(fix(ChainMap(result.updates, ckpt.state), stack, lat))
-    if not result.updates and not result.remove:
-        raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
-    measure = replace(analysis, codebook=None)
-    before = report_on_latents(ckpt, found, lat, analysis=measure) if lat is not None else None
-    written = write_checkpoint(ckpt, target, updates=result.updates, remove=result.remove, in_place=in_place)
-    new_ckpt = load(written, allow_globals=data.allow_globals, nesting=data.nesting)
-    after_found = _matching(discover(new_ckpt, require=False), found)
-    after = report_on_latents(new_ckpt, after_found, lat, analysis=measure) if lat is not None else None
-    return FixOutcome(path=written, notes=list(result.notes), before=before, after=after)
+    with distributed.session(pick_device(data.device)) as job:
+        if job is not None and not across_ranks:
+            raise UsageError("This fix does not run under torchrun (only `fix kmeans` reduces over ranks).",
+                             "Run it as one process.")
+        if job is not None:
+            data = replace(data, shard=job[0].shard)
+        device = pick_device(data.device) if job is None else job[1]
+        ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+        found = discover(ckpt, pattern=analysis.codebook)
+        source = load(encoder_from, allow_globals=data.allow_globals) if encoder_from is not None else ckpt
+        lat = collect_latents(source, data, device=device)
+        if lat is None and need_data:
+            raise DataError(
+                "This fix needs data: the vectors that reach the quantizer.",
+                "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
+            )
+        result = FixResult()
+        for stack in found.stacks:  # later stacks see the earlier stacks' updates
+            result.merge(fix(ChainMap(result.updates, ckpt.state), stack, lat))
+        if not result.updates and not result.remove:
+            raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
+        if not distributed.is_main():
+            return FixOutcome(path=target, notes=list(result.notes), before=None, after=None)
+        if job is not None and lat is not None:
+            result.notes.append(f"k-means ran over all {job[0].world_size} ranks; before/after are measured on "
+                                f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
+        measure = replace(analysis, codebook=None)
+        before = report_on_latents(ckpt, found, lat, analysis=measure) if lat is not None else None
+        written = write_checkpoint(ckpt, target, updates=result.updates, remove=result.remove, in_place=in_place)
+        new_ckpt = load(written, allow_globals=data.allow_globals, nesting=data.nesting)
+        after_found = _matching(discover(new_ckpt, require=False), found)
+        after = report_on_latents(new_ckpt, after_found, lat, analysis=measure) if lat is not None else None
+        return FixOutcome(path=written, notes=list(result.notes), before=before, after=after)

@@ -26,7 +26,7 @@ from vqdoctor.core.projection import project_2d
 from vqdoctor.core.subsample import stratified_indices
 from vqdoctor.core.gathered import Gathered
 from vqdoctor.core.usage import UsageStats
-from vqdoctor.errors import DataError, UsageError
+from vqdoctor.errors import DataError
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.report.schema import (
     CheckpointInfo,

@@ -30,8 +30,8 @@ import torch
 import torch.distributed as dist
 
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
-from vqdoctor.core.kmeans import KMeansResult, lloyd_step_sums
 from vqdoctor.core.gathered import Gathered
+from vqdoctor.core.kmeans import KMeansResult, kmeans, lloyd_step_sums, seed_kmeanspp
 from vqdoctor.errors import UsageError
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -297,3 +297,30 @@ __all__ = [
     "DistEnv", "all_reduce_sums", "backend_for", "broadcast_tensor", "detect", "device_for", "init", "is_initialized",
     "is_main", "kmeans_distributed", "lloyd_step_sums_reduced", "reduce_gathered", "session", "shutdown", "world",
 ]
+
+
+def kmeans_across_ranks(
+    x: torch.Tensor,  # (n_local, d): this rank's rows
+    k: int,
+    *,
+    iters: int = 20,
+    seed: int = 0,
+    metric: str = "euclidean",
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> KMeansResult:
+    """:func:`vqdoctor.core.kmeans.kmeans` over the rows of every rank: k-means++ seeding on rank
+    0's rows (broadcast), then Lloyd steps whose sums, counts and inertia are all-reduced. Outside
+    a process group it is plain :func:`~vqdoctor.core.kmeans.kmeans`."""
+    if not is_initialized():
+        return kmeans(x, k, iters=iters, seed=seed, metric=metric, budget_bytes=budget_bytes)
+    rows = x.detach().to(torch.float32)
+    if metric == "cosine":
+        rows = torch.nn.functional.normalize(rows, dim=1)
+    enough = torch.tensor([int(rows.shape[0] >= k)], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(enough, op=dist.ReduceOp.MIN)
+    if int(enough) != 1:
+        raise UsageError(f"k-means with k={k} needs at least {k} vectors on every rank; rank {dist.get_rank()} "
+                         f"has {rows.shape[0]}.", "Use fewer ranks or more data.")
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    init = seed_kmeanspp(rows, k, generator=gen, budget_bytes=budget_bytes) if is_main() else rows.new_zeros(k, rows.shape[1])
+    return kmeans_distributed(rows, init, iters=iters, metric=metric, budget_bytes=budget_bytes)

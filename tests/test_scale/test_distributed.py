@@ -88,6 +88,51 @@ def test_two_rank_gloo_inspect_equals_one_process(setup):
     assert_json_close(got, want)
 
 
+def test_two_rank_check_gates_on_the_reduced_report(setup):
+    """`torchrun -m vqdoctor check`: every rank reads its slice, rank 0 prints and decides."""
+    single = api.inspect(setup.ckpt, data=DataOptions(latents=setup.latents, labels=setup.labels))
+    util = single.codebooks[0].usage.utilization
+    for bound, code in ((util - 0.01, 0), (min(1.0, util + 0.01), 1)):
+        argv = [sys.executable, "-m", "vqdoctor", "check", str(setup.ckpt), "--latents", str(setup.latents),
+                "--labels", str(setup.labels), "--batch-size", "256", "--device", "cpu",
+                "--min-utilization", str(bound), "--json", "-"]
+        r0, r1 = _launch(argv)
+        assert r0.returncode == code, r0.stderr
+        assert r1.returncode == 0 and r1.stdout == "", r1.stderr  # rank 1 stays quiet
+        doc = json.loads(r0.stdout)
+        assert doc["report"]["codebooks"][0]["usage"]["vectors"] == 3000  # both slices counted
+
+
+def test_two_rank_fix_kmeans_writes_once_from_reduced_lloyd_steps(setup):
+    """`torchrun -m vqdoctor fix kmeans`: each rank encodes its slice, Lloyd statistics are reduced,
+    rank 0 writes a checkpoint whose codebook is the k-means of ALL the vectors."""
+    from safetensors.torch import load_file
+
+    from vqdoctor.core.assign import nearest_codes
+    from vqdoctor.io.data import open_latents
+
+    out = setup.folder / "fixed.safetensors"
+    argv = [sys.executable, "-m", "vqdoctor", "fix", "kmeans", str(setup.ckpt), "--latents", str(setup.latents),
+            "--device", "cpu", "--iters", "10", "--out", str(out)]
+    r0, r1 = _launch(argv)
+    assert r0.returncode == 0, r0.stderr
+    assert r1.returncode == 0, r1.stderr
+    assert r1.stdout == "" and "Wrote" in r0.stdout and "rank 0's slice" in " ".join(r0.stderr.split())
+    codes = load_file(str(out))["quantizer._codebook.embed"][0]
+    x, _ = open_latents(setup.latents).take(list(range(3000)))
+    idx, dist = nearest_codes(x, codes)
+    assert torch.bincount(idx, minlength=codes.shape[0]).gt(0).float().mean() > 0.9  # codes cover all vectors
+    old = load_file(str(setup.ckpt))["quantizer._codebook.embed"][0]
+    assert float(dist.mean()) < float(nearest_codes(x, old)[1].mean())
+
+
+def test_two_rank_revive_is_refused(setup):
+    argv = [sys.executable, "-m", "vqdoctor", "fix", "revive", str(setup.ckpt), "--latents", str(setup.latents),
+            "--device", "cpu", "--out", str(setup.folder / "r.safetensors")]
+    for r in _launch(argv):
+        assert r.returncode == 2 and "does not run under torchrun" in " ".join(r.stderr.split())
+
+
 def test_two_rank_shard_flag_is_refused(setup):
     argv = [sys.executable, "-m", "vqdoctor", "inspect", str(setup.ckpt), "--latents", str(setup.latents),
             "--device", "cpu", "--shard", "0/2", "--json", "-"]

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vqdoctor import api
 from vqdoctor.check import (
     DEFAULT_MAX_REGRESSION,
     CheckConfig,
@@ -32,7 +31,7 @@ from vqdoctor.cli.common import (
     analysis_options, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.progress import vector_progress
+from vqdoctor.cli.runs import analyse
 from vqdoctor.io.baseline import load_baseline
 from vqdoctor.io.config import load_check_config
 from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
@@ -174,8 +173,9 @@ def check_command(
     base = None if settings.baseline is None else load_baseline(settings.baseline)
 
     err = Console(stderr=True)
-    with vector_progress(err) as advance:
-        report = api.inspect(checkpoint, data=data, analysis=analysis, progress=advance)
+    report = analyse(checkpoint, data=data, analysis=analysis, err=err)  # under torchrun: reduced over ranks
+    if report is None:  # a rank other than 0: rank 0 renders and sets the exit code
+        return
     result = evaluate(
         report, thresholds=thresholds, threshold_source=source, baseline=base,
         baseline_source=None if settings.baseline is None else str(settings.baseline),

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vqdoctor import api
+from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
@@ -79,11 +79,13 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
 
 
 def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
-         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn) -> None:
+         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False) -> None:
     analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False)
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
-                                 encoder_from=encoder_from, need_data=need_data)
-    _render(outcome, Console())
+                                 encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks)
+    job = distributed.detect()
+    if job is None or job.is_main:  # under torchrun only rank 0 wrote the file and reports it
+        _render(outcome, Console())
 
 
 def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
@@ -129,10 +131,11 @@ def kmeans_command(
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         assert lat is not None
-        return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20)
+        return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20,
+                             cluster=distributed.kmeans_across_ranks)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=encoder_from,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True)
 
 
 @fix_app.command("revive")

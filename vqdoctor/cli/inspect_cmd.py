@@ -8,20 +8,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt, ProjectionOpt,
-    SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
+    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    EncoderOpt, ImageSizeOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt,
+    ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
-from vqdoctor.cli.progress import vector_progress
-from vqdoctor.core.device import pick_device
-from vqdoctor.errors import UsageError
-from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.report.schema import Report
+from vqdoctor.cli.runs import analyse
 from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
 
@@ -84,40 +79,10 @@ def inspect_command(
     elif shipped is not None:
         err.print(f"{checkpoint} is not here: inspecting the shipped sample {shipped}.")
         path = shipped
-    if save_stats is None and data.shard is None and distributed.detect() is None:
-        with vector_progress(err) as advance:
-            report = api.inspect(path, data=data, analysis=analysis, progress=advance)
-    else:
-        report = _sharded(path, data=data, analysis=analysis, save_stats=save_stats,
-                          want_report=json_out is not None or html is not None or plots is not None, err=err)
-        if report is None:
-            return
+    report = analyse(path, data=data, analysis=analysis, save_stats=save_stats,
+                     want_report=json_out is not None or html is not None or plots is not None, err=err)
+    if report is None:
+        return
     out = write_outputs(report, json_out=json_out, html=html, plots=plots, err=err)
     if out is not None and default:
         out.print(_next_steps(str(path)))
-
-
-def _sharded(path: Path, *, data: DataOptions, analysis: AnalysisOptions, save_stats: Path | None, want_report: bool,
-             err: Console) -> Report | None:
-    """Statistics of a shard (--shard), or of every rank reduced (under torchrun); saved with
-    --save-stats. Returns the report to render, or None where there is nothing more to show
-    (statistics only, or a rank other than 0)."""
-    with distributed.session(pick_device(data.device)) as job:
-        if job is not None and data.shard is not None:
-            raise UsageError(f"--shard {data.shard[0]}/{data.shard[1]} cannot be used under torchrun: "
-                             f"each of the {job[0].world_size} ranks already takes its own slice.",
-                             "Drop --shard, or run without torchrun.")
-        main = job is None or job[0].is_main
-        ckpt = api.load(path, allow_globals=data.allow_globals, nesting=data.nesting)
-        quiet = Console(stderr=True, quiet=True)
-        with vector_progress(err if main else quiet) as advance:
-            stats = api.gather_statistics(ckpt, data=data, analysis=analysis, progress=advance,
-                                          device=None if job is None else job[1])
-        if not main:
-            return None
-        if save_stats is not None:
-            api.save_statistics(stats, save_stats)
-            err.print(f"Statistics of {stats.describe_shards()} ({stats.gathered.vectors:,} vectors) written to {save_stats}")
-            if not want_report:
-                return None
-        return api.report_from_statistics(stats, checkpoint=ckpt)

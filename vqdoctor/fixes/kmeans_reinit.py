@@ -20,19 +20,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
 from vqdoctor.codebooks.model import Codebook, Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES
 from vqdoctor.core.chain import LevelOutput
-from vqdoctor.core.kmeans import kmeans
+from vqdoctor.core.kmeans import KMeansResult, kmeans
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._levels import gather_latents, refit_stack
 from vqdoctor.fixes._state import FixResult, StateEdit, write_codes
 
 SimvqTarget = Literal["rewrite-c", "refit-w"]
+
+
+class Cluster(Protocol):
+    """k-means with :func:`vqdoctor.core.kmeans.kmeans`'s signature (e.g. one that reduces its
+    Lloyd statistics over torchrun ranks: ``vqdoctor.distributed.kmeans_across_ranks``)."""
+
+    def __call__(self, x: torch.Tensor, k: int, *, iters: int, seed: int, metric: str,
+                 budget_bytes: int) -> KMeansResult: ...
 _COND_MAX = 1e4
 
 
@@ -46,8 +54,9 @@ def kmeans_reinit(
     simvq: SimvqTarget = "rewrite-c",
     max_vectors: int | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    cluster: Cluster = kmeans,
 ) -> FixResult:
-    """Re-initialise every assignable codebook of ``stack`` by k-means on ``latents``.
+    """Re-initialise every assignable codebook of ``stack`` by k-means (``cluster``) on ``latents``.
     Returns the new tensors (codes, EMA buffers, SimVQ C/W) by state key."""
     if simvq not in ("rewrite-c", "refit-w"):
         raise UsageError(f"unknown SimVQ target {simvq!r}; expected 'rewrite-c' or 'refit-w'")
@@ -58,7 +67,7 @@ def kmeans_reinit(
     def fit(cb: Codebook, out: LevelOutput) -> Codebook:
         vecs = out.vectors
         try:
-            km = kmeans(vecs, cb.size, iters=iters, seed=seed, metric=cb.metric, budget_bytes=budget_bytes)
+            km = cluster(vecs, cb.size, iters=iters, seed=seed, metric=cb.metric, budget_bytes=budget_bytes)
         except UsageError as err:
             raise UsageError(f"codebook {cb.name!r}: {err.message}", err.hint) from None
         codes = km.centroids.cpu()
