@@ -28,6 +28,7 @@ from vqdoctor.fixes import FixResult
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.writers import write_checkpoint
 from vqdoctor.io.data import open_inputs, open_latents
+from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.encoders import (
     Encoder,
     data_from_metadata,
@@ -100,7 +101,7 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
             labels, names = _labels_from(data.labels, src.n_samples)
 
         def latent_batches() -> Iterator[Batch]:
-            for x, sample in src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors):
+            for x, sample in prefetch(src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors)):
                 yield x, sample, None
 
         return VectorStream(
@@ -157,7 +158,8 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
         return flat if sketch is None else flat @ sketch
 
     def input_batches() -> Iterator[Batch]:
-        for xb, idx in inp.batches(per_batch, shard=shard, max_items=data.max_vectors):
+        # decode the next batch (images, audio) while this one is encoded and assigned
+        for xb, idx in prefetch(inp.batches(per_batch, shard=shard, max_items=data.max_vectors)):
             vecs, sample = encode(xb, idx)
             yield vecs, sample, input_features(xb)
 
