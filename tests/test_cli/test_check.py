@@ -68,7 +68,7 @@ def test_exit_2_on_input_error_without_traceback(fake):
     fake.report = InputFileError("model.safetensors is truncated", "re-download it")
     res = check()
     assert res.exit_code == 2
-    assert "Error: model.safetensors is truncated re-download it" in res.stderr and "Traceback" not in res.output
+    assert "Error: model.safetensors is truncated. Re-download it." in res.stderr and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,12 @@ def test_sample_paths_work_outside_the_repository(tmp_path, monkeypatch):
     res = runner.invoke(app, ["inspect", "sample_checkpoints/pretrained_healthy.safetensors", "--projection", "none"])
     assert res.exit_code == 0, res.output
     assert "is not here: inspecting the" in res.output and "healthy" in res.stdout
+
+
+def test_error_paragraph_reads_as_sentences():
+    from vqdoctor.cli.errors import format_error
+    from vqdoctor.errors import InputFileError
+
+    text = format_error(InputFileError("model.safetensors is truncated", "re-download it"))
+    assert text == "Error: model.safetensors is truncated. Re-download it."
+    assert format_error(InputFileError("unknown metric 'l1'", "use 'euclidean'")) == "Error: Unknown metric 'l1'. Use 'euclidean'."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import os
 import sys
 import textwrap
@@ -18,10 +19,21 @@ F = TypeVar("F", bound=Callable[..., object])
 DEBUG_ENV = "VQDOCTOR_DEBUG"
 
 
+def _sentence(text: str) -> str:
+    """A message or hint as a sentence: a capital where it starts with a plain word (never a
+    file name, path, flag or code), and a full stop at the end."""
+    text = text.strip()
+    if not text:
+        return text
+    if re.fullmatch(r"[a-z][a-z'-]*[,:;]?", text.split()[0]):
+        text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
 def format_error(err: VqdoctorError) -> str:
-    text = f"Error: {err.message}"
+    text = f"Error: {_sentence(err.message)}"
     if err.hint:
-        text += f" {err.hint}"
+        text += f" {_sentence(err.hint)}"
     return "\n".join(textwrap.wrap(text, width=100, break_long_words=False, break_on_hyphens=False))
 
 
