@@ -302,10 +302,9 @@ CPU, {threads} torch threads, 2-core machine with nothing else running. fp32 GEM
   the CPU): 0.58 -> 0.45 s (23%) with a light encoder, 3.84 -> 3.70 s (4%) with a heavy one, where
   torch's encoder already keeps both cores busy. On a GPU the decoding can overlap fully (not
   measured here: no GPU was available).
-- Not in the grid: N = 10^8 (same linear law, about 3 minutes at K = 1024 on this machine; or
-  shard it, docs/scaling.md) and inferred modes (a separate run through the CLI, N = 10^6,
-  K = 1024: 5.7 s without labels against 5.2 s with them: the fitted mixture's prediction is a
-  few batched matrix products per batch).
+- Not in the grid: N = 10^8 (the same linear law; or shard it, docs/scaling.md) and inferred
+  modes (every row here uses labels; without them a mixture is fitted on the 4,000-point
+  subsample and predicts each batch's modes with a few batched matrix products).
 """
 
 

@@ -41,9 +41,9 @@ DEFAULT_BUDGET_BYTES = 256 << 20
 # On CPU a distance block larger than this stops fitting the caches and only slows the
 # reductions down; measured on a 2-core AVX-512 machine (see benchmarks/README.md).
 CPU_BLOCK_BYTES = 4 << 20
-# Codebooks smaller than one full code chunk do better with half-size blocks (measured on an
-# idle machine, 2 threads, d = 64: K = 256 / 1,024 / 2,048 at 179 / 263 / 290 GFLOP/s with 2 MiB
-# blocks against 155 / 192 / 215 with 4 MiB; K >= 4,096 is faster with 4 MiB).
+# Codebooks smaller than one full code chunk do better with half-size blocks
+# (benchmarks/assign_blocks.py, idle machine, 2 threads, d = 64: K = 256 / 1,024 / 2,048 at
+# 186 / 275 / 296 GFLOP/s with 2 MiB blocks against 162 / 242 / 236 with 4 MiB).
 CPU_SMALL_K_BLOCK_BYTES = 2 << 20
 CPU_MAX_CODE_CHUNK = 4096
 MIN_ROWS_PER_WORKER = 256  # below this a second stream costs more than it gives
