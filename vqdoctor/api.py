@@ -83,22 +83,11 @@ def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> E
     return encoder_from_metadata(ckpt, device=device)
 
 
-def _labels_from(path: Path | None, n: int) -> tuple[np.ndarray | None, list[str] | None]:
-    if path is None:
-        return None, None
-    from vqdoctor.io.data import load_labels
-
-    return load_labels(path, n=n)
-
-
 def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> VectorStream | None:
     """Turn the data options into a stream of latents (None: nothing to read, data-free)."""
     shard = data.shard
     if data.latents is not None:
-        src = open_latents(data.latents, channel_axis=data.channel_axis)
-        labels, names = src.labels, src.label_names
-        if data.labels is not None:
-            labels, names = _labels_from(data.labels, src.n_samples)
+        src = open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels)
 
         def latent_batches() -> Iterator[Batch]:
             for x, sample in prefetch(src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors)):
@@ -106,7 +95,8 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
 
         return VectorStream(
             description=f"latents: {data.latents} ({src.n_vectors} vectors of dim {src.dim})",
-            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=labels, label_names=names,
+            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=src.labels,
+            label_names=src.label_names,
         )
 
     inputs_path = data.inputs

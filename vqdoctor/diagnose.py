@@ -72,7 +72,8 @@ class _Modes:
         return len(self.names)
 
     def of_batch(self, x: torch.Tensor, sample: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
-        """Mode id of each vector of the batch, (b,) int64 on x's device."""
+        """Mode id of each vector of the batch, (b,) int64 on x's device. ``inputs`` holds the
+        batch's samples in increasing sample order (one row per distinct ``sample``)."""
         if self.per_sample is not None:  # index on the host: never ship all N labels per batch
             return torch.from_numpy(self.per_sample[sample.cpu().numpy()]).to(x.device)
         if self.on_inputs:
@@ -135,7 +136,7 @@ def gather(
     sub_inputs = stream.take_inputs(sub_idx) if stream.take_inputs is not None else None
     modes = _decide_modes(stream, sub_latents, sub_inputs, options)
     n_modes = modes.count if modes.count > 1 else None
-    sub_modes = _sub_modes(modes, sub_latents, sub_sample, sub_idx, sub_inputs) if n_modes else None
+    sub_modes = modes.of_batch(sub_latents, sub_sample, sub_inputs) if n_modes else None
     stats = {
         cb.name: UsageStats.empty(cb.size, cb.dim, modes=n_modes, metric=cb.metric, device=device)
         for s in discovery.stacks for cb in s.codebooks if cb.assignable
@@ -194,8 +195,7 @@ def build_report(
             pooled_modes = _modes_of_samples(pooled_samples, g.sub_sample, g.sub_modes)
             inputs_for = None
             if g.sub_inputs is not None:
-                pos = {int(s): i for i, s in enumerate(g.sub_idx)}
-                inputs_for = g.sub_inputs[[pos[int(s)] for s in pooled_samples.cpu()]]
+                inputs_for = g.sub_inputs[torch.from_numpy(_rows_of(g.sub_idx, pooled_samples))]
             embeddings = embeddings_collapse(
                 pooled.cpu(), pooled_modes.cpu(), inputs=None if inputs_for is None else inputs_for.float().cpu(),
                 labels=g.mode_names, mode_source=g.mode_source, seed=options.seed,
@@ -237,25 +237,18 @@ def diagnose(
     return build_report(checkpoint=checkpoint, discovery=discovery, gathered=gathered, options=options)
 
 
-def _sub_modes(modes: _Modes, sub_latents: torch.Tensor, sub_sample: torch.Tensor, sub_idx: np.ndarray,
-               sub_inputs: torch.Tensor | None) -> torch.Tensor:
-    if modes.per_sample is not None:
-        return torch.as_tensor(modes.per_sample, device=sub_latents.device)[sub_sample]
-    if modes.on_inputs:
-        per_sub = modes.model.predict(sub_inputs.float().cpu())
-        pos = torch.full((int(sub_idx.max()) + 1,), -1, dtype=torch.int64)
-        pos[torch.as_tensor(sub_idx)] = torch.arange(len(sub_idx))
-        return per_sub[pos[sub_sample.cpu()]].to(sub_latents.device)
-    return modes.model.predict(sub_latents.cpu()).to(sub_latents.device)
-
-
 def _modes_of_samples(samples: torch.Tensor, sub_sample: torch.Tensor, sub_modes: torch.Tensor) -> torch.Tensor:
-    """One mode per pooled sample: labels / inputs give it directly; latent-inferred modes take the
-    most common mode of the sample's vectors (the first vector's, for one-vector samples)."""
+    """One mode per pooled sample: the mode of the sample's first vector (labels and input-inferred
+    modes are per sample anyway; latent-inferred modes of multi-vector samples take the first)."""
     first = {}
     for i, s in enumerate(sub_sample.cpu().tolist()):
         first.setdefault(s, i)
     return sub_modes[[first[int(s)] for s in samples.cpu().tolist()]]
+
+
+def _rows_of(sub_idx: np.ndarray, samples: torch.Tensor) -> np.ndarray:
+    """Row of each drawn sample in ``sub_idx`` (sorted, as stratified_indices returns it)."""
+    return np.searchsorted(sub_idx, samples.cpu().numpy())
 
 
 def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_modes: torch.Tensor | None,

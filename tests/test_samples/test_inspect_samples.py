@@ -103,3 +103,19 @@ def test_default_sample_report_matches_golden_json(reports):
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     assert doc == json.loads(GOLDEN.read_text())
+
+
+def test_modes_inferred_from_the_inputs_match_the_labels(reports, tmp_path):
+    """Without labels, the modes clustered in input space give the same tokens-collapse picture."""
+    import numpy as np
+
+    from vqdoctor.options import DataOptions
+
+    data = np.load(sample_path(DEFAULT_SAMPLE).parent / "blobs8d.npz")
+    np.savez(tmp_path / "x.npz", x=data["x"])
+    r = vqdoctor.inspect(sample_path(DEFAULT_SAMPLE), data=DataOptions(inputs=tmp_path / "x.npz"), analysis=FAST)
+    assert r.data.mode_source == "inferred: gmm-bic on inputs"
+    tc, want = r.codebooks[0].tokens_collapse, reports(DEFAULT_SAMPLE).codebooks[0].tokens_collapse
+    assert tc.modes == 10
+    assert abs(tc.allocation_tv - want.allocation_tv) < 0.02
+    assert len(tc.starved_modes) == len(want.starved_modes)
