@@ -233,8 +233,7 @@ def gather_statistics(
     else:
         shards, count = (0,), 1
     return Statistics(checkpoint=checkpoint_info(ckpt), codebooks=identities(found), options=analysis,
-                      gathered=gathered, shards=shards, shard_count=count, nesting=data.nesting,
-                      allow_globals=data.allow_globals)
+                      gathered=gathered, shards=shards, shard_count=count, nesting=data.nesting)
 
 
 def save_statistics(stats: Statistics, path: str | Path) -> Path:
@@ -255,23 +254,30 @@ def report_from_statistics(
     stats: Statistics,
     *,
     checkpoint: str | Path | Checkpoint | None = None,
-    allow_globals: tuple[str, ...] | None = None,
+    allow_globals: tuple[str, ...] = (),
     nesting: str | None = None,
 ) -> Report:
     """The report of (merged) statistics: the one a single pass over the same data gives.
 
-    The codebooks come from the checkpoint again: ``checkpoint`` when given, else the path the
-    statistics recorded. Its sha256 must match the recorded fingerprint and its codebooks the
-    recorded ones. Statistics of only some shards give a report of those shards, with a note."""
-    if isinstance(checkpoint, Checkpoint):
-        ckpt = checkpoint
-    else:
-        path = Path(checkpoint) if checkpoint is not None else Path(stats.checkpoint.path)
-        if not path.exists():
-            raise InputFileError(f"The statistics were made from checkpoint {path}, which is not there any more.",
-                                 "Pass its current location with --checkpoint PATH.")
-        globs = stats.allow_globals if allow_globals is None else allow_globals
-        ckpt = load(path, allow_globals=globs, nesting=nesting if nesting is not None else stats.nesting)
+    Nothing the statistics file names is trusted: with ``checkpoint`` (the user's own path or
+    object, loaded with the user's ``allow_globals`` and ``nesting`` only) the codebooks come from
+    it, and its sha256 must match the recorded fingerprint and its codebooks the recorded ones.
+    Without it no file is opened: the report holds what the statistics alone give (usage,
+    allocation over live codes, embeddings collapse) and ``null`` geometry/EMA/W, with a note.
+    Statistics of only some shards give a report of those shards, with a note."""
+    from vqdoctor.stats_report import report_from_stats_alone
+
+    gathered = stats.gathered
+    if not stats.complete:
+        missing = sorted(set(range(stats.shard_count)) - set(stats.shards))
+        gathered = replace(gathered, notes=[*gathered.notes, f"These statistics cover {stats.describe_shards()} only "
+                                            f"(missing: {', '.join(map(str, missing))}); usage counts are of that part of the data."])
+    if checkpoint is None:
+        if allow_globals or nesting is not None:
+            raise UsageError("--allow-global and --nesting apply to the checkpoint given with --checkpoint PATH.",
+                             "Pass --checkpoint PATH (the file the statistics were made from), or drop them.")
+        return report_from_stats_alone(replace(stats, gathered=gathered))
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=allow_globals, nesting=nesting)
     if ckpt.fingerprint != stats.checkpoint.fingerprint:
         raise UsageError(
             f"Checkpoint {ckpt.path} (sha256 {ckpt.fingerprint[:12]}) is not the one the statistics were made from "
@@ -279,11 +285,6 @@ def report_from_statistics(
             "Pass the exact checkpoint file the shards were gathered with (--checkpoint PATH).")
     found = discover(ckpt, pattern=stats.options.codebook)
     check_codebooks(stats, found, checkpoint=str(ckpt.path))
-    gathered = stats.gathered
-    if not stats.complete:
-        missing = sorted(set(range(stats.shard_count)) - set(stats.shards))
-        gathered = replace(gathered, notes=[*gathered.notes, f"These statistics cover {stats.describe_shards()} only "
-                                            f"(missing: {', '.join(map(str, missing))}); usage counts are of that part of the data."])
     return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options)
 
 

@@ -19,7 +19,7 @@ ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help=
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
-AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.", rich_help_panel="Checkpoint")]
+AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Let a pickle use this plain-data type; only the allow-list of docs/security.md (e.g. argparse.Namespace, datetime.datetime, numpy.dtype). Repeatable.", rich_help_panel="Checkpoint")]
 NestingOpt = Annotated[Optional[str], typer.Option("--nesting", help="Which nested state dict of a pickle to read, e.g. 'ema' or 'a/b' ('' = top level).", rich_help_panel="Checkpoint")]
 CodebookOpt = Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys, overriding the search.", rich_help_panel="Checkpoint")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Run")]

@@ -19,7 +19,7 @@ from vqdoctor.cli.outputs import write_outputs
 @translate_errors
 def merge_command(
     files: Annotated[list[Path], typer.Argument(help="Statistics files written by 'vqdoctor inspect --shard i/n --save-stats FILE', in any order.")],
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The checkpoint the statistics were made from, where it no longer sits at the recorded path (its sha256 must match).", rich_help_panel="Checkpoint")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="The checkpoint the statistics were made from (its sha256 must match the recorded one): gives the full report. Without it nothing the files name is opened and the report holds what the statistics alone give.", rich_help_panel="Checkpoint")] = None,
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
@@ -27,7 +27,11 @@ def merge_command(
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Also write the merged statistics to FILE (merge again later).", rich_help_panel="Output")] = None,
 ) -> None:
-    """Merge the statistics of data shards into one report (refuses different checkpoints, codebooks or options)."""
+    """Merge the statistics of data shards into one report (refuses different checkpoints, codebooks or options).
+
+    A statistics file is never trusted: its recorded checkpoint path, nesting and options are not
+    used to load anything. Pass --checkpoint PATH (and --allow-global / --nesting for it) for the
+    full report; without it the report holds usage, allocation and embeddings collapse only."""
     err = Console(stderr=True)
     stats = api.load_statistics(*files)
     err.print(f"Merged {len(files)} file(s): {stats.describe_shards()}, {stats.gathered.vectors:,} vectors.")
@@ -35,5 +39,5 @@ def merge_command(
         api.save_statistics(stats, save_stats)
         err.print(f"Merged statistics written to {save_stats}")
     report = api.report_from_statistics(stats, checkpoint=checkpoint,
-                                        allow_globals=tuple(allow_global) if allow_global else None, nesting=nesting)
+                                        allow_globals=tuple(allow_global or ()), nesting=nesting)
     write_outputs(report, json_out=json_out, html=html, plots=plots, err=err)

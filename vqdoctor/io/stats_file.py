@@ -43,9 +43,10 @@ import numpy as np
 import torch
 
 from vqdoctor.codebooks.model import Codebook, Discovery
-from vqdoctor.core.usage import UsageStats
+from vqdoctor.core.usage import FORMAT as USAGE_FORMAT, UsageStats
 from vqdoctor.core.gathered import Gathered
 from vqdoctor.errors import InputFileError, UsageError
+from vqdoctor.io.stats_checks import validate_stats
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.report.schema import CheckpointInfo
 
@@ -92,8 +93,7 @@ class Statistics:
     gathered: Gathered
     shards: tuple[int, ...] = (0,)  # which slices of the data these statistics cover ...
     shard_count: int = 1  # ... out of this many
-    nesting: str | None = None  # how the checkpoint was loaded (to load it again)
-    allow_globals: tuple[str, ...] = ()
+    nesting: str | None = None  # the --nesting it was gathered with (a record; never used to load)
 
     @property
     def complete(self) -> bool:
@@ -137,8 +137,7 @@ def save_stats(stats: Statistics, path: str | Path) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {
         "schema": SCHEMA,
-        "checkpoint": {**asdict(stats.checkpoint), "load_nesting": stats.nesting,
-                       "allow_globals": list(stats.allow_globals)},
+        "checkpoint": {**asdict(stats.checkpoint), "load_nesting": stats.nesting},
         "codebooks": [asdict(c) for c in stats.codebooks],
         "options": asdict(stats.options),
         "shards": list(stats.shards),
@@ -180,41 +179,36 @@ def load_stats(path: str | Path) -> Statistics:
                              "Pass files written by vqdoctor inspect --save-stats.")
     try:
         meta = json.loads(raw)
-        schema = meta.get("schema")
-        if schema != SCHEMA:
-            raise InputFileError(f"{path} holds statistics of schema {schema!r}; this vqdoctor reads {SCHEMA!r}.",
-                                 "Write the statistics again with this version of vqdoctor.")
-        ck = meta["checkpoint"]
-        checkpoint = CheckpointInfo(path=ck["path"], format=ck["format"], nesting=ck["nesting"],
-                                    fingerprint=ck["fingerprint"])
-        codebooks = tuple(CodebookIdentity(**c) for c in meta["codebooks"])
-        known = {f.name for f in fields(AnalysisOptions)}
-        options = AnalysisOptions(**{k: v for k, v in meta["options"].items() if k in known})
-        stats: dict[str, UsageStats] = {}
-        for i, entry in enumerate(meta["stats"]):
-            d = {k: v for k, v in entry.items() if k != "name"}
-            for a in _ARRAYS:
-                t = tensors.get(f"stats.{i}.{a}")
-                d[a] = None if t is None else t.tolist()
-            stats[entry["name"]] = UsageStats.from_dict(d)
-        data = meta["data"]
-        sub_idx = tensors["subsample.idx"].numpy().astype(np.int64)
-        gathered = Gathered(
-            description=data["description"], stats=stats, vectors=int(data["vectors"]),
-            sub_latents=tensors["subsample.latents"], sub_sample=tensors["subsample.sample"], sub_idx=sub_idx,
-            sub_inputs=tensors.get("subsample.inputs"), mode_names=list(data["mode_names"]),
-            mode_source=data["mode_source"], sub_modes=tensors.get("subsample.modes"), notes=list(data["notes"]),
-        )
-        return Statistics(
-            checkpoint=checkpoint, codebooks=codebooks, options=options, gathered=gathered,
-            shards=tuple(int(s) for s in meta["shards"]), shard_count=int(meta["shard_count"]),
-            nesting=ck.get("load_nesting"), allow_globals=tuple(ck.get("allow_globals") or ()),
-        )
-    except InputFileError:
-        raise
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise InputFileError(f"{path} is a damaged statistics file ({type(exc).__name__}: {exc}).",
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path} is a damaged statistics file (its metadata is not JSON: {exc}).",
                              "Write it again with vqdoctor inspect --save-stats.") from None
+    validate_stats(path, meta, tensors, schema=SCHEMA, usage_format=USAGE_FORMAT,
+                   option_names=tuple(f.name for f in fields(AnalysisOptions)))
+    ck = meta["checkpoint"]
+    checkpoint = CheckpointInfo(path=ck["path"], format=ck["format"], nesting=ck["nesting"],
+                                fingerprint=ck["fingerprint"])
+    codebooks = tuple(CodebookIdentity(**c) for c in meta["codebooks"])
+    options = AnalysisOptions(**meta["options"])
+    stats: dict[str, UsageStats] = {}
+    for i, entry in enumerate(meta["stats"]):
+        d = {k: v for k, v in entry.items() if k != "name"}
+        for a in _ARRAYS:
+            t = tensors.get(f"stats.{i}.{a}")
+            d[a] = None if t is None else t.tolist()
+        stats[entry["name"]] = UsageStats.from_dict(d)
+    data = meta["data"]
+    sub_idx = tensors["subsample.idx"].numpy().astype(np.int64)
+    gathered = Gathered(
+        description=data["description"], stats=stats, vectors=int(data["vectors"]),
+        sub_latents=tensors["subsample.latents"], sub_sample=tensors["subsample.sample"], sub_idx=sub_idx,
+        sub_inputs=tensors.get("subsample.inputs"), mode_names=list(data["mode_names"]),
+        mode_source=data["mode_source"], sub_modes=tensors.get("subsample.modes"), notes=list(data["notes"]),
+    )
+    return Statistics(
+        checkpoint=checkpoint, codebooks=codebooks, options=options, gathered=gathered,
+        shards=tuple(int(s) for s in meta["shards"]), shard_count=int(meta["shard_count"]),
+        nesting=ck.get("load_nesting"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,7 +310,8 @@ def check_codebooks(stats: Statistics, discovery: Discovery, *, checkpoint: str)
     for name, c in then.items():
         if now[name] != c:
             raise UsageError(f"Codebook {name!r} of {checkpoint} differs from the one the statistics were gathered on.",
-                             "Pass the checkpoint the statistics were made from (--checkpoint PATH).")
+                             "Pass the checkpoint the statistics were made from (--checkpoint PATH), read with "
+                             f"the same --nesting (the statistics record {stats.nesting!r}).")
 
 
 __all__ = [

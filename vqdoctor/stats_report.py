@@ -1,0 +1,71 @@
+"""The report of merged statistics *alone*, without re-loading any checkpoint.
+
+``vqdoctor merge FILE...`` without ``--checkpoint`` trusts nothing a statistics file names (no
+path is opened, no global allowed): it reports what the sums themselves hold. Per codebook:
+usage (counts, utilization, perplexity, quantization error) and the code-to-mode allocation over
+live codes; model-wide: embeddings collapse from the saved subsample. What needs the codes
+themselves (geometry, EMA buffers, W rank, the 2-D picture, the modes of dead codes) is ``null``,
+and a note says to pass ``--checkpoint PATH`` (verified by its sha256) for the full report.
+"""
+
+from __future__ import annotations
+
+from vqdoctor import __version__
+from vqdoctor.core.collapse import embeddings_collapse, tokens_collapse
+from vqdoctor.diagnose import _modes_of_samples, _pool_per_sample, _rows_of
+from vqdoctor.errors import DataError
+from vqdoctor.io.stats_file import Statistics
+from vqdoctor.report.schema import CodebookReport, DataInfo, Report
+from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts
+
+STATS_ONLY_NOTE = ("Report from the statistics alone (no checkpoint re-loaded): codebook geometry, EMA buffers, "
+                   "W rank, the 2-D picture and the modes of dead codes need the codebooks. Pass --checkpoint PATH "
+                   "(its sha256 must be {fingerprint}) for the full report.")
+
+
+def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None) -> Report:
+    g = stats.gathered
+    if g.vectors == 0:
+        raise DataError(f"The statistics ({g.description}) hold no vectors.", "Merge files written from non-empty data.")
+    options = stats.options
+    reports: list[CodebookReport] = []
+    verdicts = []
+    for ident in stats.codebooks:
+        st = g.stats.get(ident.name)
+        usage = st.compute(min_count=options.min_count, space="as recorded in the statistics") if st is not None else None
+        tokens = None
+        if st is not None and st.mode_counts is not None and g.mode_source is not None:
+            tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=None, labels=g.mode_names,
+                                     mode_source=g.mode_source)
+        counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
+        rep = CodebookReport(
+            name=ident.name, stack=ident.name, layout=ident.layout, kind=ident.kind, metric=ident.metric,
+            size=ident.size, dim=ident.dim, level=ident.level, head=0, keys={}, usage=usage, ema=None,
+            geometry=None, w=None, tokens_collapse=tokens, counts=counts,
+        )
+        reports.append(rep)
+        verdicts.extend(codebook_verdicts(rep, ckpt=stats.checkpoint.path))
+    embeddings = None
+    if g.sub_modes is not None and g.mode_source is not None:
+        pooled, pooled_samples = _pool_per_sample(g.sub_latents, g.sub_sample)
+        pooled_modes = _modes_of_samples(pooled_samples, g.sub_sample, g.sub_modes)
+        inputs_for = None
+        if g.sub_inputs is not None:
+            import torch
+
+            inputs_for = g.sub_inputs[torch.from_numpy(_rows_of(g.sub_idx, pooled_samples))]
+        embeddings = embeddings_collapse(
+            pooled.cpu(), pooled_modes.cpu(), inputs=None if inputs_for is None else inputs_for.float().cpu(),
+            labels=g.mode_names, mode_source=g.mode_source, seed=options.seed,
+        )
+    verdicts.extend(embeddings_verdicts(embeddings))
+    data = DataInfo(source=g.description, vectors=g.vectors, dim=int(g.sub_latents.shape[1]), mode_source=g.mode_source)
+    all_notes = [*g.notes, *(notes or []), STATS_ONLY_NOTE.format(fingerprint=stats.checkpoint.fingerprint[:12] + "...")]
+    return Report(
+        checkpoint=stats.checkpoint, data=data, codebooks=reports, embeddings_collapse=embeddings,
+        verdicts=verdicts, diagnosis=diagnosis(reports, embeddings, verdicts), codebook_free=[], projection=None,
+        notes=all_notes, vqdoctor_version=__version__,
+    )
+
+
+__all__ = ["STATS_ONLY_NOTE", "report_from_stats_alone"]
