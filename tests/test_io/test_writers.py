@@ -204,7 +204,7 @@ def test_failure_mid_write_safetensors_leaves_nothing(tmp_path, monkeypatch):
 
     real = writers._copy_range
     monkeypatch.setattr(writers, "_copy_range", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UsageError, match="disk full"):  # an OSError while writing is one paragraph
         write_checkpoint(load_checkpoint(src), out, updates={"quantize.embedding.weight": NEW_CODES})
     assert src.read_bytes() == before
     assert out.read_bytes() == b"previous output"
@@ -233,6 +233,6 @@ def test_failure_mid_write_folder_leaves_nothing(tmp_path, monkeypatch):
     src.mkdir()
     save_file(_state(), src / "model.safetensors")
     monkeypatch.setattr(writers, "_write_safetensors", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError):
+    with pytest.raises(UsageError, match="disk full"):
         write_checkpoint(load_checkpoint(src), tmp_path / "out", updates={"encoder.weight": torch.zeros(8, 4)})
     assert _leftovers(tmp_path, {"hf"}) == []

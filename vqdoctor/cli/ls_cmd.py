@@ -13,6 +13,7 @@ from rich.table import Table
 
 from vqdoctor.cli.app import app
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.io.atomic import atomic_write_bytes
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, select
 from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
 from vqdoctor.io.checkpoint_types import Checkpoint
@@ -142,5 +143,5 @@ def ls_command(
         if json_out == "-":
             sys.stdout.write(text + "\n")
             return
-        Path(json_out).write_text(text + "\n", encoding="utf-8")
+        atomic_write_bytes(json_out, (text + "\n").encode("utf-8"))
     render(ckpt, found, Console())

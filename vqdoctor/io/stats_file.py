@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -46,6 +44,7 @@ from vqdoctor.codebooks.model import Codebook, Discovery
 from vqdoctor.core.usage import FORMAT as USAGE_FORMAT, UsageStats
 from vqdoctor.core.gathered import Gathered
 from vqdoctor.errors import InputFileError, UsageError
+from vqdoctor.io.atomic import atomic_path
 from vqdoctor.io.stats_checks import validate_stats
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.report.schema import CheckpointInfo
@@ -146,15 +145,14 @@ def save_stats(stats: Statistics, path: str | Path) -> Path:
                  "mode_names": list(g.mode_names), "mode_source": g.mode_source},
         "stats": per_codebook,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"Cannot create the folder {path.parent} for {path}: {err.strerror or err}.",
+                             "Pick a writable --save-stats path.") from None
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
     return path
 
 

@@ -13,9 +13,10 @@
   their closest sibling);
 - ``.npz`` (same member order and compression) / ``.npy``.
 
-Updated tensors are cast to the original tensor's dtype (bf16 stays bf16). Every write goes to a
-temporary file (or folder) in the destination directory, then ``os.replace``; on any exception
-the temporary output is removed and the destination is untouched. The input is never overwritten
+Updated tensors are cast to the original tensor's dtype (bf16 stays bf16). Every write goes
+through :func:`vqdoctor.io.atomic.atomic_path`: a ``.vqdoctor-tmp-`` file (or folder) in the
+destination directory, then ``os.replace``; on any exception, SIGTERM or SIGINT the temporary
+output is removed and the destination is untouched. The input is never overwritten
 unless ``in_place=True``, and then a backup ``NAME.bak`` (or ``NAME.bak.N``) is kept first.
 """
 
@@ -25,10 +26,8 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 import zipfile
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from vqdoctor.errors import UsageError
+from vqdoctor.io.atomic import atomic_path
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import PICKLE_SUFFIXES, ST_DTYPE_NAMES, safetensors_header
 from vqdoctor.io.safe_pickle import is_zip_pickle, safe_torch_load
@@ -77,7 +77,7 @@ def write_checkpoint(
     if ckpt.format in ("hf-folder", "hf-sharded"):
         _write_folder(ckpt, out, updates, set(remove))
         return out
-    with _atomic_file(out) as tmp:
+    with atomic_path(out) as tmp:
         if ckpt.format == "safetensors":
             _write_safetensors(src, tmp, {ckpt.key_map.get(k, ckpt.prefix + k): v for k, v in updates.items()},
                                {ckpt.key_map[k] for k in remove})
@@ -144,36 +144,12 @@ def _backup(path: Path) -> Path:
     while backup.exists():
         backup = path.with_name(f"{path.name}.bak.{n}")
         n += 1
-    if path.is_dir():
-        shutil.copytree(path, backup)
-    else:
-        shutil.copy2(path, backup)
-    return backup
-
-
-@contextmanager
-def _atomic_file(out: Path) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if out.exists():
-            shutil.copymode(out, tmp)
+    with atomic_path(backup, folder=path.is_dir()) as tmp:
+        if path.is_dir():
+            shutil.copytree(path, tmp, dirs_exist_ok=True)
         else:
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+            shutil.copy2(path, tmp)
+    return backup
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,11 +251,11 @@ def _write_folder(ckpt: Checkpoint, out: Path, updates: Mapping[str, torch.Tenso
     for key in (*updates, *remove):
         shard_of[key] = ckpt.files.get(key) or _closest_shard(ckpt, key)
     touched = set(shard_of.values())
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old: Path | None = None
-    try:
+    with atomic_path(out, folder=True) as tmp:
         for file in sorted(src.rglob("*")):
             rel = file.relative_to(src)
+            if file.is_symlink():
+                continue  # never follow a link out of the folder (the loader refuses shards that are links)
             if file.is_dir():
                 (tmp / rel).mkdir(exist_ok=True)
             elif rel.as_posix() not in touched:
@@ -298,18 +274,6 @@ def _write_folder(ckpt: Checkpoint, out: Path, updates: Mapping[str, torch.Tenso
                 torch.save(obj, tmp / shard, _use_new_zipfile_serialization=is_zip_pickle(src / shard))
         if ckpt.format == "hf-sharded":
             _rewrite_index(ckpt, src, tmp, updates, remove, shard_of)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            old.rmdir()
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _closest_shard(ckpt: Checkpoint, key: str) -> str:

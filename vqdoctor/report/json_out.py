@@ -11,15 +11,13 @@ import dataclasses
 import json
 import math
 import numbers
-import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vqdoctor.errors import InputFileError, VqdoctorError
+from vqdoctor.errors import InputFileError
 from vqdoctor.report.schema import SCHEMA, CodebookReport, Projection2D, Report
 
 SCHEMA_FILE = "report.schema.json"
@@ -101,46 +99,12 @@ def report_to_json(report: Report, *, include_counts: bool = False) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _file_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o777  # keep an existing file's mode
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
-    readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise VqdoctorError(
-            f"cannot write {path}: {e.strerror or e}",
-            hint=f"check that the folder {folder} exists and is writable",
-        ) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise VqdoctorError(f"cannot write {path}: {e.strerror or e}", hint="check the path and free disk space") from e
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` to ``path`` atomically: the one writer of :mod:`vqdoctor.io.atomic`
+    (``.vqdoctor-tmp-`` sibling + ``os.replace``, removed on errors and SIGTERM/SIGINT)."""
+    from vqdoctor.io.atomic import atomic_write_bytes as write
+
+    write(path, data)
 
 
 def write_json(report: Report, dest: str | Path, *, include_counts: bool = False) -> None:
