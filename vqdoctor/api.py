@@ -26,7 +26,7 @@ from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.fixes import FixResult
 from vqdoctor.io.checkpoints import load_checkpoint
-from vqdoctor.io.writers import write_checkpoint
+from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.io.data import open_inputs, open_latents
 from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.encoders import (
@@ -35,6 +35,7 @@ from vqdoctor.io.encoders import (
     encoder_from_factory,
     encoder_from_file,
     encoder_from_metadata,
+    ignored_data_note,
 )
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
 from vqdoctor.options import AnalysisOptions, DataOptions
@@ -186,8 +187,10 @@ def inspect(
     found = discover(ckpt, pattern=analysis.codebook)
     device = pick_device(data.device)
     stream = open_stream(ckpt, data, device=device)
-    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
-                    device=device, progress=progress)
+    report = diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
+                      device=device, progress=progress)
+    ignored = ignored_data_note(ckpt) if stream is None else None
+    return report if ignored is None else replace(report, notes=[*report.notes, ignored])
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,6 +386,9 @@ def fix_checkpoint(
     if encoder_from is not None and data.latents is not None:
         raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
     target = Path(checkpoint) if out is None else out
+    # the output is never one of the inputs (checkpoint, data, labels, encoders), nor inside one
+    refuse_overlap(target, [p for p in (Path(checkpoint), data.latents, data.inputs, data.labels, data.encoder,
+                                        encoder_from) if p is not None], allow_same=Path(checkpoint) if in_place else None)
     with distributed.session(pick_device(data.device)) as job:
         if job is not None and not across_ranks:
             raise UsageError("This fix does not run under torchrun (only `fix kmeans` reduces over ranks).",

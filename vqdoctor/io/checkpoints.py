@@ -11,7 +11,9 @@ Supported inputs
 - Hugging Face / diffusers model folders: ``config.json`` with ``model.safetensors``,
   ``model.safetensors.index.json`` (sharded, every shard lazy), ``pytorch_model.bin`` and its
   ``.index.json``, and the ``diffusion_pytorch_model.*`` names. ``config.json``'s text is kept in
-  ``metadata["config"]``.
+  ``metadata["config"]``. Shard names in an index must be plain relative names of files inside
+  the folder (:func:`inside_folder`: no absolute path, no ``..``, no link leading out, except
+  into a Hugging Face cache's ``blobs/``); anything else is refused.
 - ``.npy`` (one codebook array, state key ``"codebook"``) and ``.npz`` (each array a key), read
   with ``allow_pickle=False``; npz members are read only when accessed.
 
@@ -138,6 +140,28 @@ def fingerprint(path: str | Path) -> str:
             while block := fh.read(_BLOCK):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def inside_folder(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when ``name`` is a plain relative path that stays inside ``folder``
+    (no absolute path, no ``..``, no drive or backslash tricks, and after resolving links still
+    inside, or in the ``blobs/`` of a Hugging Face cache snapshot); else None."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return None
+    rel = Path(name)
+    if rel.is_absolute() or any(part in ("..", "") for part in rel.parts) or rel.drive:
+        return None
+    path = folder / rel
+    root = folder.resolve()
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return None
+    if target.is_relative_to(root):
+        return path
+    if root.parent.name == "snapshots" and target.is_relative_to(root.parent.parent / "blobs"):
+        return path  # huggingface_hub's cache: snapshots/<rev>/NAME -> ../../blobs/<sha>
+    return None
 
 
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
@@ -274,6 +298,10 @@ def _load_folder(path: Path, *, allow_globals: tuple[str, ...], nesting: str | N
         )
     main = found[0]
     metadata: dict[str, str] = {}
+    for name in found[:1] + ["config.json"]:
+        if (path / name).exists() and inside_folder(path, name) is None:
+            raise InputFileError(f"{path / name} is a link that leads out of the model folder {path}.",
+                                 hint="Copy the real file into the folder; vqdoctor reads only files inside it.")
     config = path / "config.json"
     if config.is_file():
         metadata["config"] = config.read_text(encoding="utf-8")
@@ -281,9 +309,19 @@ def _load_folder(path: Path, *, allow_globals: tuple[str, ...], nesting: str | N
         try:
             index = json.loads((path / main).read_text(encoding="utf-8"))
             weight_map = dict(index["weight_map"])
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
             raise InputFileError(f"{path / main} is not a valid shard index (no 'weight_map').",
                                  hint="Restore the index file from the model's source.") from None
+        for key, shard in weight_map.items():
+            if not isinstance(key, str) or not isinstance(shard, str):
+                raise InputFileError(f"{path / main} maps {key!r} to {shard!r}; tensor names and shard file names "
+                                     "must be strings.", hint="Restore the index file from the model's source.")
+            if inside_folder(path, shard) is None:
+                raise InputFileError(
+                    f"{path / main} lists shard {shard!r}, which is not a plain file name inside {path} (absolute "
+                    "paths, '..' and links leading out of the folder are refused).",
+                    hint="Shard names must be relative names of files in the model folder, e.g. "
+                    "model-00001-of-00002.safetensors; restore the index from the model's source.")
         shards = sorted(set(weight_map.values()))
         fmt = "hf-sharded"
     else:
@@ -450,4 +488,4 @@ def _select_container(
     return chosen, notes, others
 
 
-__all__ = ["SUPPORTED", "fingerprint", "load_checkpoint", "safetensors_header"]
+__all__ = ["SUPPORTED", "fingerprint", "inside_folder", "load_checkpoint", "safetensors_header"]

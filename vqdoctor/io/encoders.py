@@ -10,7 +10,7 @@ Four ways, each returning an :class:`Encoder` (a function from an input batch to
 - :func:`encoder_from_file`: ``--encoder FILE``, a TorchScript file or a ``torch.export`` program
   (``.pt2``). Nothing else is ever unpickled.
 - :func:`data_from_metadata`: the data a sample was trained on (``vqdoctor.data``, relative to the
-  checkpoint's folder).
+  checkpoint's folder and confined to it: a path leaving the folder is ignored with a note).
 
 Every ``Encoder.fn`` runs under ``torch.inference_mode`` on the device it was built for and takes
 a batch ``(b, ...)`` on any device (it is moved).
@@ -106,18 +106,37 @@ def encoder_from_metadata(ckpt: Checkpoint, *, device: torch.device) -> Encoder 
 
 def data_from_metadata(ckpt: Checkpoint) -> Path | None:
     """The data file a checkpoint names in ``vqdoctor.data``, resolved against the checkpoint's
-    folder; None if it names none. A named file that does not exist is an InputFileError."""
+    folder; None if it names none, or names a path that leaves that folder (absolute, ``..``, a
+    link out: ignored, and :func:`ignored_data_note` says so). A named file inside the folder that
+    does not exist is an InputFileError."""
+    from vqdoctor.io.checkpoints import inside_folder
+
     rel = ckpt.metadata.get(DATA_KEY)
     if not rel:
         return None
     base = ckpt.path if ckpt.path.is_dir() else ckpt.path.parent
-    path = (base / rel).resolve()
+    inside = inside_folder(base, rel)
+    if inside is None:
+        return None
+    path = inside.resolve()
     if not path.is_file():
         raise InputFileError(
             f"checkpoint {ckpt.path} names its data as {rel!r} ({DATA_KEY}), but {path} does not exist",
             "pass the data with --inputs, or --latents",
         )
     return path
+
+
+def ignored_data_note(ckpt: Checkpoint) -> str | None:
+    """The note for a ``vqdoctor.data`` path that was ignored because it leaves the folder."""
+    from vqdoctor.io.checkpoints import inside_folder
+
+    rel = ckpt.metadata.get(DATA_KEY)
+    base = ckpt.path if ckpt.path.is_dir() else ckpt.path.parent
+    if not rel or inside_folder(base, rel) is not None:
+        return None
+    return (f"The checkpoint names its data as {rel!r} ({DATA_KEY}), a path outside its folder {base}; "
+            "it was ignored (a file's paths stay inside the folder it came from). Pass --inputs or --latents.")
 
 
 # -------------------------------------------------------------------------------- from factory

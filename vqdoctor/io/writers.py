@@ -37,7 +37,7 @@ import torch
 from vqdoctor.errors import UsageError
 from vqdoctor.io.atomic import atomic_path
 from vqdoctor.io.checkpoint_types import Checkpoint
-from vqdoctor.io.checkpoints import PICKLE_SUFFIXES, ST_DTYPE_NAMES, safetensors_header
+from vqdoctor.io.checkpoints import PICKLE_SUFFIXES, ST_DTYPE_NAMES, inside_folder, safetensors_header
 from vqdoctor.io.safe_pickle import is_zip_pickle, safe_torch_load
 
 _BLOCK = 1 << 20
@@ -68,6 +68,7 @@ def write_checkpoint(
             f"--in-place writes over the input {src}, but the output given is {out}.",
             hint="Drop --in-place to write a new file, or give the input path as the output.",
         )
+    refuse_overlap(out, [src], allow_same=src if in_place else None)
     _validate(ckpt, out, updates, remove)
     updates = {k: _as_saved(ckpt, k, v) for k, v in updates.items()}
     if not out.parent.is_dir():
@@ -96,6 +97,31 @@ def write_checkpoint(
 
 # --------------------------------------------------------------------------------------------
 # validation and helpers
+
+
+def refuse_overlap(out: Path, inputs: Collection[Path], *, allow_same: Path | None = None) -> None:
+    """Refuse an output that is one of the ``inputs`` (same file: resolved path, link or hard
+    link, ``os.path.samefile``), lies inside an input folder, or holds an input folder.
+    ``allow_same`` is the one input ``--in-place`` may overwrite."""
+    out_abs = Path(os.path.abspath(out))
+    out_real = out_abs.resolve()
+    for inp in inputs:
+        if inp is None or not Path(inp).exists():
+            continue
+        inp = Path(inp)
+        inp_real = inp.resolve()
+        same = out_real == inp_real or (out_abs.exists() and os.path.samefile(out_abs, inp))
+        if same:
+            if allow_same is not None and inp == Path(allow_same):
+                continue
+            raise UsageError(f"Refusing to overwrite the input {inp}: the output {out} is that same file "
+                             "(vqdoctor never writes over what it reads).",
+                             hint="Write to a new path with --out NEW (or --in-place for the checkpoint, which keeps a backup).")
+        if inp.is_dir() and out_real.is_relative_to(inp_real):
+            raise UsageError(f"The output {out} lies inside the input folder {inp}.", hint="Write the output outside the input folder.")
+        if out_abs.is_dir() and not out_abs.is_symlink() and inp_real.is_relative_to(out_real):
+            raise UsageError(f"The output {out} holds the input {inp}; replacing it would destroy the input.",
+                             hint="Write the output to a new folder.")
 
 
 def _validate(ckpt: Checkpoint, out: Path, updates: Mapping[str, torch.Tensor], remove: Collection[str]) -> None:
@@ -254,13 +280,16 @@ def _write_folder(ckpt: Checkpoint, out: Path, updates: Mapping[str, torch.Tenso
     with atomic_path(out, folder=True) as tmp:
         for file in sorted(src.rglob("*")):
             rel = file.relative_to(src)
-            if file.is_symlink():
-                continue  # never follow a link out of the folder (the loader refuses shards that are links)
+            if file.is_symlink() and inside_folder(src, rel.as_posix()) is None:
+                continue  # a link leading out of the folder: neither followed nor copied
             if file.is_dir():
                 (tmp / rel).mkdir(exist_ok=True)
             elif rel.as_posix() not in touched:
                 shutil.copy2(file, tmp / rel)
         for shard in sorted(touched):
+            if inside_folder(src, shard) is None or inside_folder(tmp, shard) is None:
+                raise UsageError(f"Shard {shard!r} of {src} is not a plain file name inside the folder; "
+                                 f"refusing to write outside {out}.", hint="Restore the index from the model's source.")
             keys = [k for k, s in shard_of.items() if s == shard]
             shard_updates = {ckpt.key_map.get(k, ckpt.prefix + k): updates[k] for k in keys if k in updates}
             shard_remove = {ckpt.key_map[k] for k in keys if k in remove}
@@ -325,4 +354,4 @@ def _nbytes(ckpt: Checkpoint, key: str) -> int:
     return n * torch.empty(0, dtype=ckpt.state.dtype(key)).element_size()
 
 
-__all__ = ["write_checkpoint"]
+__all__ = ["refuse_overlap", "write_checkpoint"]
