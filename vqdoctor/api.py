@@ -22,7 +22,7 @@ from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
-from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
+from vqdoctor.errors import DataError, EncoderError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.fixes import FixResult
 from vqdoctor.io.checkpoints import load_checkpoint

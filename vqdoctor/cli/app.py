@@ -39,4 +39,23 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The console entry point. Usage errors of the command line (an unknown option, a value out
+    of range) come as one paragraph on stderr with click's exit code 2, not a framed box."""
+    import sys
+
+    from vqdoctor.cli.errors import format_error
+    from vqdoctor.errors import UsageError
+
+    try:
+        rv = app(standalone_mode=False)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as err:
+        if not hasattr(err, "format_message"):
+            raise
+        ctx = getattr(err, "ctx", None)
+        command = ctx.command_path if ctx is not None else "vqdoctor"
+        print(format_error(UsageError(err.format_message(), hint=f"See '{command} --help'.")), file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", 2))
+    sys.exit(rv if isinstance(rv, int) else 0)

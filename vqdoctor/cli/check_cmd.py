@@ -107,7 +107,7 @@ def render_check(result: CheckResult, console: Console) -> None:
 
 
 @app.command("check")
-@translate_errors
+@translate_errors(internal_exit=2)
 def check_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face folder.")],
     latents: LatentsOpt = None,

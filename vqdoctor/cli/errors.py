@@ -37,18 +37,42 @@ def format_error(err: VqdoctorError) -> str:
     return "\n".join(textwrap.wrap(text, width=100, break_long_words=False, break_on_hyphens=False))
 
 
-def translate_errors(fn: F) -> F:
+def internal_error_text(err: BaseException, command: str) -> str:
+    """One paragraph for an unexpected exception (a bug): what happened, and how to see more."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    what = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return format_error(VqdoctorError(
+        f"internal error in vqdoctor {command} ({what}).",
+        hint=f"This is a bug in vqdoctor, not a result; rerun with {DEBUG_ENV}=1 for the traceback and report it.",
+    ))
+
+
+def translate_errors(fn: F | None = None, *, internal_exit: int | None = None) -> F | Callable[[F], F]:
     """Wrap a command: a VqdoctorError prints one paragraph and exits with its code
-    (2 by default). Set VQDOCTOR_DEBUG=1 to get the traceback instead."""
+    (2 by default). Set VQDOCTOR_DEBUG=1 to get the traceback instead.
 
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        try:
-            return fn(*args, **kwargs)
-        except VqdoctorError as err:
-            if os.environ.get(DEBUG_ENV):
+    With ``internal_exit`` (``vqdoctor check``: 2, so a crash never reads as "thresholds failed")
+    any other exception is a bug reported in one paragraph with that exit code; otherwise it
+    keeps its traceback."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            try:
+                return f(*args, **kwargs)
+            except VqdoctorError as err:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                print(format_error(err), file=sys.stderr)
+                raise typer.Exit(code=err.exit_code) from None
+            except (typer.Exit, typer.Abort, typer.TyperException):
                 raise
-            print(format_error(err), file=sys.stderr)
-            raise typer.Exit(code=err.exit_code) from None
+            except Exception as err:  # noqa: BLE001 - a bug: keep CI's exit codes honest
+                if internal_exit is None or os.environ.get(DEBUG_ENV):
+                    raise
+                print(internal_error_text(err, f.__name__.removesuffix("_command")), file=sys.stderr)
+                raise typer.Exit(code=internal_exit) from None
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate

@@ -52,13 +52,23 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"config file {path} is not valid TOML: {e}.", "Fix the file; see docs/ci.md for an example.") from None
 
 
-def _table(doc: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any] | None:
+def _table(doc: dict[str, Any], keys: tuple[str, ...], *, path: Path | None = None) -> dict[str, Any] | None:
+    """The table at ``keys`` (None when absent). With ``path``, a key on the way that is there but
+    not a table (``[tool.vqdoctor] check = 5``) is an error naming the key and its value."""
     node: Any = doc
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
+    for depth, key in enumerate(keys):
+        if key not in node:
             return None
         node = node[key]
-    return node if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            if path is None:
+                return None
+            where = f"[{'.'.join(keys[:depth])}] " if depth else ""
+            raise UsageError(
+                f"config file {path}: {where}{key} = {node!r} must be a table, not a {type(node).__name__}.",
+                f"Write the thresholds as a table: [{'.'.join(keys[:depth + 1])}] then e.g. min_utilization = 0.5; see docs/ci.md.",
+            )
+    return node
 
 
 def _name(keys: tuple[str, ...]) -> str:
@@ -71,9 +81,7 @@ def read_config_file(path: Path) -> ConfigTable:
     doc = read_toml(path)
     for keys in (CONFIG_TABLE, PYPROJECT_TABLE):
         if keys[0] in doc:
-            found = _table(doc, keys)
-            if found is None and keys == CONFIG_TABLE:
-                raise UsageError(f"{_name(keys)} in config file {path} is not a table.")
+            found = _table(doc, keys, path=path)
             if found is not None:
                 return ConfigTable(path, _name(keys), found)
     raise UsageError(
@@ -89,7 +97,7 @@ def find_pyproject_config(start: Path) -> ConfigTable | None:
     for folder in (start, *start.parents):
         candidate = folder / PYPROJECT
         if candidate.is_file():
-            found = _table(read_toml(candidate), PYPROJECT_TABLE)
+            found = _table(read_toml(candidate), PYPROJECT_TABLE, path=candidate)
             if found is not None:
                 return ConfigTable(candidate, _name(PYPROJECT_TABLE), found)
     return None
