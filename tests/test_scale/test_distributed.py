@@ -83,7 +83,7 @@ def test_two_rank_gloo_inspect_equals_one_process(setup):
 
     from vqdoctor.report.json_out import report_to_dict
 
-    want = strip_timing(report_to_dict(api.report_from_statistics(single)))
+    want = strip_timing(report_to_dict(api.report_from_statistics(single, checkpoint=setup.ckpt)))
     got = strip_timing(json.loads(r0.stdout))
     assert_json_close(got, want)
 
