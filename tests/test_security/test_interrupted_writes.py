@@ -46,7 +46,12 @@ def _commands(tmp_path: Path) -> dict[str, tuple[list[str], Path]]:
     ckpt, z, y = make_setup(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "model.safetensors").write_bytes(ckpt.read_bytes())
+    (hf / "config.json").write_text("{}")
     return {
+        "fix revive folder": (["fix", "revive", str(hf), "--latents", str(z), "--out", str(out / "new")], out / "new"),
         "fix revive": (["fix", "revive", str(ckpt), "--latents", str(z), "--out", str(out / "new.safetensors")],
                        out / "new.safetensors"),
         "inspect --json": (["inspect", str(ckpt), "--latents", str(z), "--json", str(out / "r.json")], out / "r.json"),
@@ -58,10 +63,15 @@ def _commands(tmp_path: Path) -> dict[str, tuple[list[str], Path]]:
 @pytest.mark.parametrize(("command", "sig", "code"), [
     ("fix revive", signal.SIGTERM, 143), ("inspect --json", signal.SIGTERM, 143),
     ("inspect --save-stats", signal.SIGTERM, 143), ("fix revive", signal.SIGINT, 130),
+    ("fix revive folder", signal.SIGTERM, 143),
 ])
 def test_signal_mid_write_leaves_nothing(tmp_path, command, sig, code):
     args, dest = _commands(tmp_path)[command]
-    dest.write_bytes(b"previous output")
+    if command.endswith("folder"):
+        dest.mkdir()
+        (dest / "old.txt").write_bytes(b"previous output")
+    else:
+        dest.write_bytes(b"previous output")
     ready = tmp_path / "ready"
     proc = _start(args, ready, tmp_path)
     try:
@@ -73,7 +83,8 @@ def test_signal_mid_write_leaves_nothing(tmp_path, command, sig, code):
             proc.kill()
     assert proc.returncode == code, err.decode()
     assert not tmp.exists() and [p.name for p in dest.parent.iterdir()] == [dest.name]
-    assert dest.read_bytes() == b"previous output"
+    old = dest / "old.txt" if dest.is_dir() else dest
+    assert old.read_bytes() == b"previous output"
     assert b"Traceback" not in err
 
 

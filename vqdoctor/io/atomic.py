@@ -68,9 +68,16 @@ def remove_leftovers(folder: Path) -> list[Path]:
     return removed
 
 
+_noted: set[Path] = set()  # folders already reported in this process (once each)
+
+
 def _note_leftovers(folder: Path) -> None:
+    key = Path(os.path.abspath(folder))
+    if key in _noted:
+        return
     found = leftovers(folder)
     if found:
+        _noted.add(key)
         print(f"Note: {folder} holds {len(found)} leftover temporary output(s) of an interrupted vqdoctor "
               f"write (e.g. {found[0].name}); remove them with: vqdoctor clean {folder}", file=sys.stderr)
 
@@ -158,8 +165,11 @@ def atomic_path(out: str | Path, *, folder: bool = False) -> Iterator[Path]:
 
     def undo() -> None:
         _remove(tmp)
-        if old and old[0].exists() and not out.exists():
-            os.replace(old[0], out)
+        if old and old[0].exists():
+            if out.exists():
+                _remove(old[0])  # the new output is in place: the old one was on its way out
+            else:
+                os.replace(old[0], out)
 
     with _guarded(undo):
         try:
