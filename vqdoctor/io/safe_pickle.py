@@ -140,7 +140,7 @@ def _numeric_dtype_classes() -> list[tuple[Callable[..., Any], str]]:
         cls = getattr(dtypes, name)
         if isinstance(cls, type) and name.endswith("DType"):
             try:
-                kind = np.dtype(cls.type).kind
+                kind = np.dtype(cls.type).kind  # type: ignore[attr-defined]
             except (TypeError, AttributeError):
                 continue
             if kind in "biufc":
@@ -244,7 +244,7 @@ def safe_torch_load(path: Path, *, allow_globals: Sequence[str] = ()) -> Any:
     Raises :class:`UnsafePickleError` when the pickle needs a global not allowed, and
     :class:`InputFileError` when the file is empty, truncated or not a pickle."""
     path = Path(path)
-    allowed = resolve_allowed_globals(allow_globals)
+    allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = list(resolve_allowed_globals(allow_globals))
     mmap = is_zip_pickle(path)
     try:
         with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
