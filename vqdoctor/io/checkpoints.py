@@ -13,7 +13,9 @@ Supported inputs
   ``.index.json``, and the ``diffusion_pytorch_model.*`` names. ``config.json``'s text is kept in
   ``metadata["config"]``.
 - ``.npy`` (one codebook array, state key ``"codebook"``) and ``.npz`` (each array a key), read
-  with ``allow_pickle=False``; npz members are read only when accessed.
+  with ``allow_pickle=False``; npz members are read only when accessed. Array headers are checked
+  against the bytes the file holds first; a compressed member is inflated only within the budget
+  of :func:`vqdoctor.io.headers.npz_budget_bytes` (``VQDOCTOR_NPZ_BUDGET_MB``).
 
 Unwrapping
 ----------
@@ -41,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ import torch
 
 from vqdoctor.errors import InputFileError
 from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.io.headers import check_safetensors_header, open_npy
+from vqdoctor.io.npz import (
+    NPZ_ERRORS,
+    CompressedMember,
+    npz_keys,
+    npz_member,
+    read_npz_array,
+)
 from vqdoctor.io.safe_pickle import safe_torch_load
 from vqdoctor.io.store import TensorStore
 
@@ -142,7 +151,9 @@ def fingerprint(path: str | Path) -> str:
 
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     """The parsed JSON header of a safetensors file and the offset where its data starts.
-    Raises :class:`InputFileError` for a file that is empty, truncated or not safetensors."""
+    Raises :class:`InputFileError` for a file that is empty, truncated or not safetensors, and for
+    any entry that fails :func:`vqdoctor.io.headers.check_safetensors_header` (checked before
+    anything is allocated from the header)."""
     size = path.stat().st_size
     remedy = "Copy or download the checkpoint again, or re-save it with safetensors.torch.save_file."
     if size == 0:
@@ -161,20 +172,10 @@ def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
                                  f"{size - 8} after the length.", hint=remedy)
         try:
             header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise InputFileError(f"{path} is not a safetensors file (its header is not JSON).",
                                  hint=remedy) from None
-    if not isinstance(header, dict):
-        raise InputFileError(f"{path} is not a safetensors file (its header is not a JSON object).",
-                             hint=remedy)
-    data_size = size - 8 - n
-    end = max((int(v["data_offsets"][1]) for k, v in header.items()
-               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
-    if end > data_size:
-        raise InputFileError(
-            f"{path} is truncated: its tensors need {end} bytes of data but the file holds {data_size}.",
-            hint=remedy,
-        )
+    check_safetensors_header(path, header, size - 8 - n)
     return header, 8 + n
 
 
@@ -187,14 +188,14 @@ def _open_safetensors(path: Path) -> tuple[TensorStore, dict[str, str], dict[str
     from safetensors import safe_open
 
     header, _ = safetensors_header(path)
-    metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+    metadata = dict(header.pop("__metadata__", None) or {})
     shapes, dtypes = {}, {}
     for key, info in header.items():
-        dtype = ST_DTYPES.get(info.get("dtype"))
+        dtype = ST_DTYPES.get(info["dtype"])
         if dtype is None:
-            raise InputFileError(f"{path} holds tensor {key!r} of dtype {info.get('dtype')!r}, which "
+            raise InputFileError(f"{path} holds tensor {key!r} of dtype {info['dtype']!r}, which "
                                  "this torch cannot represent.", hint="Convert that tensor to float32.")
-        shapes[key] = tuple(int(s) for s in info["shape"])
+        shapes[key] = tuple(info["shape"])
         dtypes[key] = dtype
     handle: list[Any] = []
 
@@ -210,32 +211,28 @@ def _load_numpy(path: Path) -> Checkpoint:
     remedy = "Save codebooks with numpy.save / numpy.savez (numeric arrays, no pickled objects)."
     try:
         if path.suffix.lower() == ".npy":
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = open_npy(path, "codebook")
             _check_numeric(path, "codebook", array.dtype)
             store = TensorStore({"codebook": tuple(array.shape)}, {"codebook": _torch_dtype(array.dtype)},
                                 lambda key: torch.from_numpy(np.array(array)))
             return _finish(path, "npy", store, {"codebook": "codebook"}, strip=False)
         shapes, dtypes = {}, {}
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with zf.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(fh)
-                key = info.filename[:-4]
-                _check_numeric(path, key, dtype)
-                shapes[key], dtypes[key] = tuple(shape), _torch_dtype(dtype)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        for key in npz_keys(path):
+            member = npz_member(path, key)  # header checked against the zip entry and the file
+            _check_numeric(path, key, member.dtype)
+            shapes[key], dtypes[key] = tuple(member.shape), _torch_dtype(member.dtype)
+    except NPZ_ERRORS as exc:
         raise InputFileError(f"{path} could not be read as a numpy array file: {exc}.", hint=remedy) from None
     if not shapes:
         raise InputFileError(f"{path} holds no arrays.", hint=remedy)
 
     def load(key: str) -> torch.Tensor:
-        with np.load(path, allow_pickle=False) as npz:
-            return torch.from_numpy(np.array(npz[key]))
+        try:  # a compressed member is inflated whole only within the npz budget
+            member = npz_member(path, key)
+            array = read_npz_array(path, key) if isinstance(member, CompressedMember) else np.array(member)
+        except NPZ_ERRORS as exc:
+            raise InputFileError(f"{path}: array {key!r} could not be read: {exc}.", hint=remedy) from None
+        return torch.from_numpy(array)
 
     return _finish(path, "npz", TensorStore(shapes, dtypes, load), {k: k for k in shapes}, strip=False)
 
