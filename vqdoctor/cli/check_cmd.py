@@ -31,6 +31,7 @@ from vqdoctor.cli.common import (
     analysis_options, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.paths import check_outputs
 from vqdoctor.cli.runs import analyse
 from vqdoctor.io.baseline import load_baseline
 from vqdoctor.io.config import load_check_config
@@ -172,6 +173,7 @@ def check_command(
         thresholds, source = Thresholds.defaults(), DEFAULTS_SOURCE
     base = None if settings.baseline is None else load_baseline(settings.baseline)
 
+    check_outputs(("--json", json_out), ("--junit", junit))
     err = Console(stderr=True)
     report = analyse(checkpoint, data=data, analysis=analysis, err=err)  # under torchrun: reduced over ranks
     if report is None:  # a rank other than 0: rank 0 renders and sets the exit code

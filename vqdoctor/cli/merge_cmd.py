@@ -13,6 +13,7 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
+from vqdoctor.cli.paths import check_outputs
 
 
 @app.command("merge")
@@ -28,6 +29,7 @@ def merge_command(
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Also write the merged statistics to FILE (merge again later).", rich_help_panel="Output")] = None,
 ) -> None:
     """Merge the statistics of data shards into one report (refuses different checkpoints, codebooks or options)."""
+    check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     stats = api.load_statistics(*files)
     err.print(f"Merged {len(files)} file(s): {stats.describe_shards()}, {stats.gathered.vectors:,} vectors.")

@@ -273,14 +273,9 @@ def _load_folder(path: Path, *, allow_globals: tuple[str, ...], nesting: str | N
     metadata: dict[str, str] = {}
     config = path / "config.json"
     if config.is_file():
-        metadata["config"] = config.read_text(encoding="utf-8")
+        metadata["config"] = _folder_json(config, "config")[1]
     if main.endswith(".index.json"):
-        try:
-            index = json.loads((path / main).read_text(encoding="utf-8"))
-            weight_map = dict(index["weight_map"])
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-            raise InputFileError(f"{path / main} is not a valid shard index (no 'weight_map').",
-                                 hint="Restore the index file from the model's source.") from None
+        weight_map = _weight_map(path / main)
         shards = sorted(set(weight_map.values()))
         fmt = "hf-sharded"
     else:
@@ -313,6 +308,38 @@ def _load_folder(path: Path, *, allow_globals: tuple[str, ...], nesting: str | N
     store = TensorStore(shapes, dtypes, lambda key: loaders[key][key])
     return _finish(path, fmt, store, {k: k for k in shapes}, metadata=metadata, files=files,
                    allow_globals=allow_globals)
+
+
+def _folder_json(file: Path, what: str) -> tuple[dict[str, Any], str]:
+    """A model folder's JSON file (``config.json``, a shard index): ``(object, text)``. Bad
+    UTF-8, bad JSON or a top level that is not an object are an :class:`InputFileError`."""
+    hint = "Restore the file from the model's source (it must be a UTF-8 JSON object)."
+    try:
+        text = file.read_text(encoding="utf-8")
+        obj = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"The {what} file {file} is not UTF-8 text (byte {exc.start}).", hint=hint) from None
+    except (ValueError, RecursionError) as exc:
+        raise InputFileError(f"The {what} file {file} is not valid JSON: {str(exc)[:120]}.", hint=hint) from None
+    if not isinstance(obj, dict):
+        raise InputFileError(f"The {what} file {file} holds a JSON {type(obj).__name__}, not an object.", hint=hint)
+    return obj, text
+
+
+def _weight_map(file: Path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index: tensor name -> shard file name, both strings."""
+    hint = "Restore the index file from the model's source."
+    index, _ = _folder_json(file, "shard index")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise InputFileError(f"{file} is not a valid shard index: 'weight_map' is "
+                             f"{'missing' if weight_map is None else type(weight_map).__name__}, not an object.",
+                             hint=hint)
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise InputFileError(f"{file}: 'weight_map' entry {key!r} is {repr(shard)[:60]}, not a shard file name.",
+                                 hint=hint)
+    return dict(weight_map)
 
 
 # --------------------------------------------------------------------------------------------
