@@ -48,7 +48,8 @@ def decode_image(file: Path, *, mode: str | None = None, size: tuple[int, int] |
                 out.load()
                 return out
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"Image {file} is refused as a decompression bomb: {exc}", hint=hint) from None
+        raise DataError(f"Image {file} is over the {MAX_IMAGE_PIXELS:,}-pixel cap (Pillow: {exc})",
+                        hint="Downscale it (or remove it); it may be a decompression bomb.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
             TypeError, ZeroDivisionError) as exc:
         raise InputFileError(f"Image {file} could not be decoded (truncated or corrupt?): {exc}.",
