@@ -30,7 +30,10 @@ Raw inputs (:func:`open_inputs`, CLI ``--inputs``)
   clips must share one sample rate (no resampling); with ``clip_seconds`` every clip is cut or
   zero-padded to that length, without it all must share the first clip's length.
 Labels (``labels=`` / CLI ``--labels``): ``.npy`` of ints or strings (strings are mapped to ids in
-sorted order, names kept), or ``.txt`` with one label per line; their count must match the data.
+sorted order, names kept), or UTF-8 ``.txt`` with one label per line; their count must match the
+data. Integer labels that are not ``0..M-1`` are remapped with ``np.unique`` (names keep the values),
+so no label value ever sizes an array. Images are capped at
+:data:`vqdoctor.io.media.MAX_IMAGE_PIXELS`; WAV headers are checked against the file size.
 
 Both sources yield ``(batch, index)`` pairs where ``index`` is the sample index of each row, so
 ``labels[index]`` gives each vector's mode; ``shard=(i, n)`` takes the i-th of n contiguous slices
