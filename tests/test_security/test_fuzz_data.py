@@ -16,12 +16,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from PIL import Image
 from safetensors.torch import save_file
 
 from vqdoctor.errors import DataError, InputFileError, VqdoctorError
 from vqdoctor.io.checkpoints import load_checkpoint
-from vqdoctor.io.data import load_labels, open_inputs
+from vqdoctor.io.data import load_labels, open_inputs, open_latents
 from vqdoctor.io.media import MAX_IMAGE_PIXELS
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
@@ -156,6 +157,32 @@ def test_text_labels(tmp_path, blob):
         assert ids.dtype == np.int64 and (ids.size == 0 or 0 <= ids.min() <= ids.max() < ids.size)
         assert names is None or len(names) == len(np.unique(ids))
     assert path.read_bytes() == blob
+
+
+@FUZZ
+@given(values=arrays(st.sampled_from([np.int8, np.int64, np.uint64, np.float16, np.float64, np.bool_]),
+                     st.integers(1, 40)))
+def test_npy_labels_become_dense_ids_that_keep_their_values(tmp_path, values):
+    path = tmp_path / "y.npy"
+    np.save(path, values)
+    try:
+        ids, names = load_labels(path)
+    except DataError as err:  # NaN, fractions, values beyond int64
+        assert str(path) in err.message and values.dtype.kind == "f"
+        return
+    assert ids.dtype == np.int64 and 0 <= ids.min() and ids.max() == len(np.unique(values)) - 1
+    shown = [str(int(v)) for v in values]
+    assert [names[i] for i in ids] == shown if names is not None else [str(i) for i in ids] == shown
+
+
+def test_bf16_and_uint64_labels(tmp_path):
+    save_file({"latents": torch.randn(6, 4), "labels": torch.tensor([0, 2, 2, 0, 7, 7], dtype=torch.bfloat16)},
+              str(tmp_path / "z.safetensors"))
+    src = open_latents(tmp_path / "z.safetensors")
+    assert src.labels.tolist() == [0, 1, 1, 0, 2, 2] and src.label_names == ["0", "2", "7"]
+    np.save(tmp_path / "y.npy", np.array([2**64 - 1, 0, 2**64 - 1], np.uint64))
+    ids, names = load_labels(tmp_path / "y.npy")
+    assert ids.tolist() == [1, 0, 1] and names == ["0", str(2**64 - 1)]
 
 
 def test_labels_bad_utf8_and_wrong_count(tmp_path):

@@ -462,14 +462,25 @@ def _normalise_labels(path: Path, values: np.ndarray) -> tuple[np.ndarray, list[
     if values.dtype.kind not in "biuf":
         raise DataError(f"Labels in {path} have dtype {values.dtype}; expected integer ids or strings.",
                         hint="Save one integer (or string) label per sample.")
-    if values.dtype.kind == "f" and values.size and np.abs(values).max() >= 2.0**63:
-        raise DataError(f"Labels in {path} hold values up to {np.abs(values).max():g}, too large for integer ids.",
-                        hint="Save one integer (or string) label per sample.")
-    ints = np.asarray(values, dtype=np.int64)
-    unique, ids = np.unique(ints, return_inverse=True)
+    if values.dtype.kind == "f" and values.size and float(np.abs(values).max()) >= 2.0**63:
+        raise DataError(f"Labels in {path} hold values up to {float(np.abs(values).max()):g}, too large for "
+                        "integer ids.", hint="Save one integer (or string) label per sample.")
+    unique, ids = np.unique(values, return_inverse=True)  # in the file's own dtype (uint64 included)
     if unique.size == 0 or (unique[0] == 0 and unique[-1] == unique.size - 1):
-        return ints, None
+        return np.asarray(values, dtype=np.int64), None
     return ids.reshape(-1).astype(np.int64), [str(int(u)) for u in unique]
+
+
+def _tensor_labels(path: Path, tensor: torch.Tensor) -> tuple[np.ndarray, list[str] | None]:
+    """Labels stored as a tensor (any dtype torch holds, bf16 and float8 included)."""
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+        tensor = tensor.to(torch.float64)
+    try:
+        values = tensor.detach().cpu().numpy()
+    except TypeError:
+        raise DataError(f"Labels in {path} have dtype {tensor.dtype}; expected integer ids.",
+                        hint="Save one integer label per sample.") from None
+    return _normalise_labels(path, values)
 
 
 def _labels(
@@ -561,7 +572,7 @@ def _open_rows(
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt", device="cpu") as fh:
-                file_labels = _normalise_labels(path, fh.get_tensor(label_key).numpy())
+                file_labels = _tensor_labels(path, fh.get_tensor(label_key))
         return rows, file_labels
     obj: Any = safe_torch_load(path)
     if isinstance(obj, torch.Tensor):
@@ -571,7 +582,7 @@ def _open_rows(
         name = _pick_key(path, list(tensors), key, preferred, what)
         tensor = tensors[name]
         label_key = next((k for k in LABEL_KEYS if k in tensors and k != name), None)
-        file_labels = _normalise_labels(path, tensors[label_key].numpy()) if label_key else None
+        file_labels = _tensor_labels(path, tensors[label_key]) if label_key else None
     else:
         raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors.",
                         hint=f"Save the {what} with torch.save(tensor, path) or torch.save({{'latents': t}}, path).")
