@@ -63,6 +63,15 @@ def test_out_of_range_fix_flags(files, tmp_path, flag, value):
     assert not (tmp_path / "o.safetensors").exists()
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--min-utilization", "1.5"), ("--max-dead-fraction", "-0.1"),
+                                             ("--min-normalized-perplexity", "nan"), ("--max-allocation-tv", "2"),
+                                             ("--max-merged-pairs", "-1"), ("--max-relative-mse", "inf"),
+                                             ("--max-regression", "-1")])
+def test_check_thresholds(files, flag, value):
+    ckpt, z = files
+    _clean_error(runner.invoke(app, ["check", str(ckpt), "--latents", str(z), flag, value]), flag, "out of range")
+
+
 def test_range_edges_are_accepted(files):
     ckpt, z = files
     lo, hi = FLAG_RANGES["--seed"]

@@ -48,6 +48,14 @@ FLAG_RANGES: dict[str, tuple[float, float]] = {
     "--clip-seconds": (1e-3, 3600.0),
     "--memory-budget-mb": (1, 2**20),
     "--iters": (0, 10**6),
+    # vqdoctor check thresholds: shares in 0..1, counts and ratios non-negative
+    "--min-utilization": (0.0, 1.0),
+    "--max-dead-fraction": (0.0, 1.0),
+    "--min-normalized-perplexity": (0.0, 1.0),
+    "--max-allocation-tv": (0.0, 1.0),
+    "--max-merged-pairs": (0, 10**9),
+    "--max-relative-mse": (0.0, 1e12),
+    "--max-regression": (0.0, 1e12),
 }
 MAX_SHARDS = 10**6
 DEVICES = ("auto", "cpu", "cuda")
