@@ -142,3 +142,14 @@ def test_cli_inspect_exit_0_or_one_paragraph(tmp_path, entry, value):
     if res.exit_code == 2:
         assert res.output.startswith("Error: ") and "Traceback" not in res.output
     assert path.read_bytes() == blob
+
+
+def test_file_damaged_after_the_header_check(tmp_path):
+    """A checkpoint truncated between loading and reading a tensor (a concurrent copy, a full
+    disk) is one clean error naming the tensor."""
+    save_file({"latents": torch.randn(64, 4)}, str(tmp_path / "z.safetensors"))
+    path = tmp_path / "z.safetensors"
+    ckpt = load_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(InputFileError, match="tensor 'latents' could not be read"):
+        ckpt.state["latents"]

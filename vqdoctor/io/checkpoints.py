@@ -185,8 +185,9 @@ def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
 
 def _open_safetensors(path: Path) -> tuple[TensorStore, dict[str, str], dict[str, str]]:
     """A lazy store over one safetensors file, keyed by original keys."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
+    remedy_st = "Copy or download the checkpoint again; was it modified while vqdoctor read it?"
     header, _ = safetensors_header(path)
     metadata = dict(header.pop("__metadata__", None) or {})
     shapes, dtypes = {}, {}
@@ -200,9 +201,12 @@ def _open_safetensors(path: Path) -> tuple[TensorStore, dict[str, str], dict[str
     handle: list[Any] = []
 
     def load(key: str) -> torch.Tensor:
-        if not handle:
-            handle.append(safe_open(str(path), framework="pt", device="cpu"))
-        return handle[0].get_tensor(key)
+        try:  # the header was validated; this catches a file changed or damaged since
+            if not handle:
+                handle.append(safe_open(str(path), framework="pt", device="cpu"))
+            return handle[0].get_tensor(key)
+        except (SafetensorError, OSError) as exc:
+            raise InputFileError(f"{path}: tensor {key!r} could not be read: {exc}.", hint=remedy_st) from None
 
     return TensorStore(shapes, dtypes, load), {k: k for k in shapes}, metadata
 

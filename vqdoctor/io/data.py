@@ -124,12 +124,23 @@ class _SafetensorsRows(_Rows):
     def __init__(self, path: Path, key: str, shape: tuple[int, ...]) -> None:
         from safetensors import safe_open
 
-        self.handle = safe_open(str(path), framework="pt", device="cpu")
-        self.slice = self.handle.get_slice(key)
+        self.path, self.key = path, key
+        self.handle = self._guard(lambda: safe_open(str(path), framework="pt", device="cpu"))
+        self.slice = self._guard(lambda: self.handle.get_slice(key))
         self.shape = shape
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return self.slice[start:stop].to(torch.float32)
+        return self._guard(lambda: self.slice[start:stop]).to(torch.float32)
+
+    def _guard(self, step: Any, key: str | None = None) -> Any:
+        """Run ``step``; the header was validated, so an error here means the file changed or is damaged."""
+        from safetensors import SafetensorError
+
+        try:
+            return step()
+        except (SafetensorError, OSError) as exc:
+            raise InputFileError(f"{self.path}: tensor {key or self.key!r} could not be read: {exc}.",
+                                 hint="Copy the file again; was it modified while vqdoctor read it?") from None
 
 
 class _ImageRows(_Rows):
@@ -569,10 +580,7 @@ def _open_rows(
         file_labels = None
         label_key = next((k for k in LABEL_KEYS if k in header and k != name), None)
         if label_key:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                file_labels = _tensor_labels(path, fh.get_tensor(label_key))
+            file_labels = _tensor_labels(path, rows._guard(lambda: rows.handle.get_tensor(label_key), label_key))
         return rows, file_labels
     obj: Any = safe_torch_load(path)
     if isinstance(obj, torch.Tensor):
