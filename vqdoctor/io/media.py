@@ -78,7 +78,8 @@ def read_wav(file: Path, *, limit: int | None) -> tuple[np.ndarray, int, int]:
     except InputFileError:
         raise
     except (wave.Error, EOFError, OSError, struct.error, ValueError, OverflowError) as exc:
-        raise InputFileError(f"Audio file {file} could not be read as PCM WAV: {exc}.", hint=remedy) from None
+        detail = str(exc) or ("the file ends early" if isinstance(exc, EOFError) else type(exc).__name__)
+        raise InputFileError(f"Audio file {file} could not be read as PCM WAV: {detail}.", hint=remedy) from None
     usable = len(raw) - len(raw) % (channels * width)
     raw = raw[:usable]
     if width == 1:
