@@ -116,6 +116,7 @@ def test_outputs_checked_before_the_analysis(files, tmp_path, case):
     assert not stats.exists()  # refused before the analysis (which would have written the statistics)
     res = runner.invoke(app, ["check", str(ckpt), "--latents", str(z), "--junit", str(target).replace(".json", ".xml")])
     _clean_error(res, "--junit")
+    _clean_error(runner.invoke(app, ["ls", str(ckpt), "--json", str(target)]), "--json", fragment)
     if case != "a folder":  # a folder is a valid --out (for a model folder)
         res = runner.invoke(app, ["fix", "revive", str(ckpt), "--latents", str(z),
                                   "--out", str(target).replace(".json", ".safetensors")])
