@@ -20,8 +20,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file  # no torch here: a forked child starts with the parent's RSS
-
+from safetensors.numpy import (
+    save_file,  # no torch here: a forked child starts with the parent's RSS
+)
 
 CHILD = ("import atexit, resource, sys; atexit.register(lambda: print('PEAK_KB', "
          "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
@@ -32,7 +33,7 @@ def _run(args: list[str]) -> tuple[int, float, float]:
     """(exit code, peak RSS in MB, wall seconds) of one vqdoctor run in a fresh process."""
     t0 = time.perf_counter()
     res = subprocess.run(["bash", "-c", 'ulimit -v 8000000; exec "$0" -c "$1" "${@:2}"', sys.executable, CHILD, *args],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     peak = [int(line.split()[1]) for line in res.stderr.splitlines() if line.startswith("PEAK_KB")]
     return res.returncode, (peak[-1] / 1024 if peak else float("nan")), wall

@@ -563,8 +563,8 @@ def _open_rows(
             label_key = next((k for k in LABEL_KEYS if k in keys and k != name), None)
             if label_key:
                 file_labels = _normalise_labels(path, read_npz_array(path, label_key))
-            rows = _CompressedRows(member) if isinstance(member, CompressedMember) else _NumpyRows(member)
-            return rows, file_labels
+            member_rows = _CompressedRows(member) if isinstance(member, CompressedMember) else _NumpyRows(member)
+            return member_rows, file_labels
     except NPZ_ERRORS as exc:
         raise InputFileError(f"{path} could not be read as a numpy file: {exc}.",
                              hint="Save arrays with numpy.save / numpy.savez (no pickled objects).") from None

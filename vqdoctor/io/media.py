@@ -44,7 +44,7 @@ def decode_image(file: Path, *, mode: str | None = None, size: tuple[int, int] |
                     return img.mode, img.size
                 out = img.convert(mode)
                 if size is not None:
-                    out = out.resize(size, Image.BILINEAR)
+                    out = out.resize(size, Image.Resampling.BILINEAR)
                 out.load()
                 return out
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -89,6 +89,6 @@ def read_wav(file: Path, *, limit: int | None) -> tuple[np.ndarray, int, int]:
         ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
         samples = (np.where(ints >= 1 << 23, ints - (1 << 24), ints) / float(1 << 23)).astype(np.float32)
     else:
-        dtype = {2: np.int16, 4: np.int32}[width]
-        samples = np.frombuffer(raw, dtype).astype(np.float32) / float(np.iinfo(dtype).max + 1)
+        dtype, scale = (np.int16, float(1 << 15)) if width == 2 else (np.int32, float(1 << 31))
+        samples = np.frombuffer(raw, dtype).astype(np.float32) / scale
     return samples.reshape(-1, channels).mean(1), rate, total
