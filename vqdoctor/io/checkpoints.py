@@ -170,6 +170,9 @@ def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
                                      "header length).", hint=remedy)
             raise InputFileError(f"{path} is truncated: the header says {n} bytes but the file has "
                                  f"{size - 8} after the length.", hint=remedy)
+        if n > 100_000_000:  # the safetensors library refuses such headers too
+            raise InputFileError(f"{path} has a {n:,}-byte header, over the 100,000,000 bytes the safetensors "
+                                 "format allows.", hint=remedy)
         try:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, ValueError, RecursionError):
