@@ -189,6 +189,8 @@ def test_labels_bad_utf8_and_wrong_count(tmp_path):
     (tmp_path / "y.txt").write_bytes(b"cat\ndog\n\xff\xfe\n")
     with pytest.raises(InputFileError, match="not UTF-8 text.*line 3"):
         load_labels(tmp_path / "y.txt")
+    (tmp_path / "y.txt").write_text("\u00b9\n2\n")  # a superscript one is a name, not the integer 1
+    assert load_labels(tmp_path / "y.txt")[1] == ["2", "\u00b9"]
     (tmp_path / "y.txt").write_text("1\n2\n")
     with pytest.raises(DataError, match="2 entries but the data has 3 samples"):
         load_labels(tmp_path / "y.txt", n=3)

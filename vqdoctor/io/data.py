@@ -43,6 +43,7 @@ of the samples. NaN/Inf raise :class:`~vqdoctor.errors.DataError` naming the fil
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ AUDIO_SUFFIXES = (".wav",)
 LABEL_KEYS = ("y", "labels")
 LATENT_KEYS = ("latents", "z", "x")
 INPUT_KEYS = ("x", "inputs", "images", "data")
+_INT_LABEL = re.compile(r"-?[0-9]+")  # ASCII digits only (str.isdigit takes '¹' too)
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L")
 
 
@@ -445,13 +447,13 @@ def _text_labels(path: Path) -> np.ndarray:
         raise InputFileError(f"Labels file {path} is not UTF-8 text (byte {exc.start}, line {line}).",
                              hint="Write one label per line as UTF-8 text, or save them with numpy.save.") from None
     values = [line.strip() for line in text.splitlines() if line.strip()]
-    if values and all(v.lstrip("-").isdigit() for v in values):
-        ints = [int(v) for v in values]
-        if any(not -(1 << 63) <= i < (1 << 63) for i in ints):
-            bad = next(v for v, i in zip(values, ints) if not -(1 << 63) <= i < (1 << 63))
+    if values and all(_INT_LABEL.fullmatch(v) for v in values):
+        fits = [len(v.lstrip("-")) <= 19 and -(1 << 63) <= int(v) < (1 << 63) for v in values]
+        if not all(fits):
+            bad = values[fits.index(False)]
             raise InputFileError(f"Labels file {path} holds the label {bad[:40]}, too large for an integer id.",
                                  hint="Use labels that fit in 64 bits, or names.")
-        return np.array(ints, dtype=np.int64)
+        return np.array([int(v) for v in values], dtype=np.int64)
     return np.array(values, dtype=str)
 
 
