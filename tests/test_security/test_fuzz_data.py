@@ -70,6 +70,18 @@ def test_wav_headers(tmp_path, tag, channels, rate, bits, data_size, n_bytes, cl
     _read_all(folder, clip_seconds=clip)
 
 
+@FUZZ
+@given(data=st.data())
+def test_wav_byte_flips_and_truncation(tmp_path, data):
+    folder = tmp_path / "audio"
+    folder.mkdir(exist_ok=True)
+    blob = bytearray(_wav(channels=2, bits=24, data=bytes(range(240))))
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    (folder / "a.wav").write_bytes(bytes(blob[: data.draw(st.integers(1, len(blob)))]))
+    _read_all(folder)
+
+
 @pytest.mark.parametrize(("bits", "message"), [(40, "40-bit"), (64, "64-bit")])
 def test_wide_wav_refused_naming_the_width(tmp_path, bits, message):
     (tmp_path / "a.wav").write_bytes(_wav(bits=bits, data=b"\0" * (bits // 8) * 10))

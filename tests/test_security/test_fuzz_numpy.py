@@ -192,3 +192,19 @@ def test_cli_latents_exit_0_or_one_paragraph(tmp_path, shape, descr, compressed,
     if res.exit_code == 2:
         assert res.output.startswith("Error: ") and "Traceback" not in res.output
     assert path.read_bytes() == before
+
+
+@FUZZ
+@given(data=st.data(), compressed=st.booleans())
+def test_npz_byte_flips_and_truncation(tmp_path, data, compressed):
+    """Damage anywhere in the archive (local headers, central directory, deflate stream, CRC)."""
+    path = tmp_path / "z.npz"
+    x = np.arange(64, dtype=np.float32).reshape(16, 4)
+    (np.savez_compressed if compressed else np.savez)(path, latents=x, y=np.arange(16) % 3)
+    blob = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+    blob = blob[: data.draw(st.integers(1, len(blob)))]
+    path.write_bytes(bytes(blob))
+    _consume(path)
+    assert path.read_bytes() == bytes(blob)

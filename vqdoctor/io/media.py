@@ -77,7 +77,7 @@ def read_wav(file: Path, *, limit: int | None) -> tuple[np.ndarray, int, int]:
             raw = w.readframes(total if limit is None else min(total, limit))
     except InputFileError:
         raise
-    except (wave.Error, EOFError, OSError, struct.error, ValueError, OverflowError) as exc:
+    except (wave.Error, EOFError, OSError, struct.error, ValueError, OverflowError, RuntimeError) as exc:
         detail = str(exc) or ("the file ends early" if isinstance(exc, EOFError) else type(exc).__name__)
         raise InputFileError(f"Audio file {file} could not be read as PCM WAV: {detail}.", hint=remedy) from None
     usable = len(raw) - len(raw) % (channels * width)
