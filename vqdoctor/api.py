@@ -57,7 +57,22 @@ def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = Tr
         found = select(found, pattern, state=ckpt.state)
     if require and not found.stacks:
         raise no_codebook_error(ckpt.state, found)
+    _check_codebooks_finite(ckpt, found)
     return found
+
+
+def _check_codebooks_finite(ckpt: Checkpoint, found: Discovery) -> None:
+    """A codebook with NaN/Inf codes cannot be analysed (an SVD of it fails): one clean error."""
+    for cb in found.codebooks:
+        bad = int((~torch.isfinite(cb.codes)).sum())
+        if bad:
+            key = cb.keys.get("codes", cb.name)
+            raise InputFileError(
+                f"Codebook {cb.name} ({key}) in {ckpt.path} holds {bad:,} NaN/Inf value(s) among its "
+                f"{cb.codes.numel():,}.",
+                hint="The training diverged or the file is damaged: use an earlier checkpoint, or repair those "
+                "codes (e.g. torch.nan_to_num) before analysing it.",
+            )
 
 
 def _flatten_vectors(z: torch.Tensor, channel_axis: int) -> tuple[torch.Tensor, torch.Tensor]:

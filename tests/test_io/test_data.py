@@ -141,7 +141,8 @@ def test_string_labels_become_ids(tmp_path):
     ids, names = load_labels(tmp_path / "y.npy")
     assert ids.tolist() == [1, 0, 1] and names == ["cat", "dog"]
     (tmp_path / "y.txt").write_text("3\n1\n")
-    assert load_labels(tmp_path / "y.txt")[0].tolist() == [3, 1]
+    ids, names = load_labels(tmp_path / "y.txt")  # ids not 0..M-1: remapped, names keep the values
+    assert ids.tolist() == [1, 0] and names == ["1", "3"]
     with pytest.raises(DataError, match="2 entries but the data has 5"):
         load_labels(tmp_path / "y.txt", n=5)
 

@@ -28,9 +28,10 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
-    analysis_options, data_options,
+    analysis_options, check_ranges, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.paths import check_outputs
 from vqdoctor.cli.runs import analyse
 from vqdoctor.io.baseline import load_baseline
 from vqdoctor.io.config import load_check_config
@@ -43,16 +44,16 @@ DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
 _T = "Thresholds"
 
-MinUtilOpt = Annotated[Optional[float], typer.Option("--min-utilization", min=0, max=1, help="Fail when the share of used codes is below this.", rich_help_panel=_T)]
-MaxDeadOpt = Annotated[Optional[float], typer.Option("--max-dead-fraction", min=0, max=1, help="Fail when the share of dead codes (--min-count) is above this.", rich_help_panel=_T)]
-MinPplOpt = Annotated[Optional[float], typer.Option("--min-normalized-perplexity", min=0, max=1, help="Fail when perplexity / K is below this.", rich_help_panel=_T)]
-MaxTvOpt = Annotated[Optional[float], typer.Option("--max-allocation-tv", min=0, max=1, help="Fail when the code-to-mode allocation distance (tokens collapse) is above this.", rich_help_panel=_T)]
-MaxPairsOpt = Annotated[Optional[int], typer.Option("--max-merged-pairs", min=0, help="Fail when more pairs of data modes than this merge in the latents (embeddings collapse, model-wide).", rich_help_panel=_T)]
-MaxMseOpt = Annotated[Optional[float], typer.Option("--max-relative-mse", min=0, help="Fail when quantization MSE / latent variance is above this (per codebook).", rich_help_panel=_T)]
+MinUtilOpt = Annotated[Optional[float], typer.Option("--min-utilization", help="Fail when the share of used codes is below this.", rich_help_panel=_T)]
+MaxDeadOpt = Annotated[Optional[float], typer.Option("--max-dead-fraction", help="Fail when the share of dead codes (--min-count) is above this.", rich_help_panel=_T)]
+MinPplOpt = Annotated[Optional[float], typer.Option("--min-normalized-perplexity", help="Fail when perplexity / K is below this.", rich_help_panel=_T)]
+MaxTvOpt = Annotated[Optional[float], typer.Option("--max-allocation-tv", help="Fail when the code-to-mode allocation distance (tokens collapse) is above this.", rich_help_panel=_T)]
+MaxPairsOpt = Annotated[Optional[int], typer.Option("--max-merged-pairs", help="Fail when more pairs of data modes than this merge in the latents (embeddings collapse, model-wide).", rich_help_panel=_T)]
+MaxMseOpt = Annotated[Optional[float], typer.Option("--max-relative-mse", help="Fail when quantization MSE / latent variance is above this (per codebook).", rich_help_panel=_T)]
 StrictOpt = Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail checks that cannot be measured (e.g. no data) instead of skipping them.", rich_help_panel=_T, show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file with a \\[check] table. Default: \\[tool.vqdoctor.check] of the nearest pyproject.toml upward from here.", rich_help_panel=_T)]
 BaselineOpt = Annotated[Optional[Path], typer.Option("--baseline", help="A JSON report of an accepted run (inspect --json or check --json): fail on regressions.", rich_help_panel="Baseline")]
-MaxRegOpt = Annotated[Optional[float], typer.Option("--max-regression", min=0, help=f"Tolerated relative worsening against --baseline (default {DEFAULT_MAX_REGRESSION:g} = {DEFAULT_MAX_REGRESSION:.0%}).", rich_help_panel="Baseline")]
+MaxRegOpt = Annotated[Optional[float], typer.Option("--max-regression", help=f"Tolerated relative worsening against --baseline (default {DEFAULT_MAX_REGRESSION:g} = {DEFAULT_MAX_REGRESSION:.0%}).", rich_help_panel="Baseline")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML: one test case per check per codebook.", rich_help_panel="Output")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="Write the vqdoctor.check/1 JSON document (results + full report) to PATH ('-' for stdout).", rich_help_panel="Output")]
 
@@ -157,6 +158,10 @@ def check_command(
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
                                 projection="none", seed=seed, memory_budget_mb=memory_budget_mb)
+    check_ranges(("--min-utilization", min_utilization), ("--max-dead-fraction", max_dead_fraction),
+                 ("--min-normalized-perplexity", min_normalized_perplexity), ("--max-allocation-tv", max_allocation_tv),
+                 ("--max-merged-pairs", max_merged_pairs), ("--max-relative-mse", max_relative_mse),
+                 ("--max-regression", max_regression))
     limits = Thresholds(
         min_utilization=min_utilization, max_dead_fraction=max_dead_fraction,
         min_normalized_perplexity=min_normalized_perplexity, max_allocation_tv=max_allocation_tv,
@@ -172,6 +177,7 @@ def check_command(
         thresholds, source = Thresholds.defaults(), DEFAULTS_SOURCE
     base = None if settings.baseline is None else load_baseline(settings.baseline)
 
+    check_outputs(("--json", json_out), ("--junit", junit))
     err = Console(stderr=True)
     report = analyse(checkpoint, data=data, analysis=analysis, err=err)  # under torchrun: reduced over ranks
     if report is None:  # a rank other than 0: rank 0 renders and sets the exit code

@@ -17,9 +17,10 @@ from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, data_options,
+    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, check_ranges, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.paths import check_outputs
 from vqdoctor.codebooks.model import Stack
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
@@ -34,7 +35,7 @@ app.add_typer(fix_app, name="fix")
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the repaired checkpoint (same format as the input).", rich_help_panel="Output")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Overwrite the input (a backup NAME.bak is kept).", rich_help_panel="Output")]
-IterOpt = Annotated[int, typer.Option("--iters", min=0, help="Lloyd iterations of k-means.", rich_help_panel="Fix")]
+IterOpt = Annotated[int, typer.Option("--iters", help="Lloyd iterations of k-means.", rich_help_panel="Fix")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +81,8 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
 
 def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
          encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False) -> None:
+    if not in_place:
+        check_outputs(("--out", out))
     analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False)
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
                                  encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks)
@@ -128,6 +131,7 @@ def kmeans_command(
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
+    check_ranges(("--seed", seed), ("--iters", iters), ("--memory-budget-mb", memory_budget_mb))
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         assert lat is not None
@@ -155,7 +159,7 @@ def revive_command(
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
-    min_count: Annotated[int, typer.Option("--min-count", min=1, help="A code used fewer times than this is dead and gets replaced.", rich_help_panel="Fix")] = 1,
+    min_count: Annotated[int, typer.Option("--min-count", help="A code used fewer times than this is dead and gets replaced.", rich_help_panel="Fix")] = 1,
     iters: IterOpt = 20,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -167,6 +171,7 @@ def revive_command(
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
+    check_ranges(("--seed", seed), ("--iters", iters), ("--min-count", min_count), ("--memory-budget-mb", memory_budget_mb))
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         assert lat is not None
@@ -210,6 +215,7 @@ def simvq_command(
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
+    check_ranges(("--seed", seed), ("--memory-budget-mb", memory_budget_mb))
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         total = FixResult()

@@ -16,6 +16,7 @@ from vqdoctor.cli.common import (
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
+from vqdoctor.cli.paths import check_outputs
 from vqdoctor.cli.runs import analyse
 from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
@@ -73,6 +74,7 @@ def inspect_command(
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
                                 projection=projection, seed=seed, memory_budget_mb=memory_budget_mb)
+    check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     if default:
         err.print(f"No checkpoint given: inspecting the shipped sample [bold]{DEFAULT_SAMPLE}[/] ({path}).")

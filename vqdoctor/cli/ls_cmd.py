@@ -13,6 +13,7 @@ from rich.table import Table
 
 from vqdoctor.cli.app import app
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.paths import check_outputs
 from vqdoctor.io.atomic import atomic_write_bytes
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, select
 from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
@@ -134,6 +135,7 @@ def ls_command(
     allow_global: Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.")] = None,
 ) -> None:
     """List the codebooks found in a checkpoint: where, of which kind, how they are compared."""
+    check_outputs(("--json", json_out))
     ckpt = load_checkpoint(checkpoint, allow_globals=tuple(allow_global or ()))
     found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
     if codebook is not None:

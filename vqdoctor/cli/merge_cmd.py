@@ -13,6 +13,7 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
+from vqdoctor.cli.paths import check_outputs
 
 
 @app.command("merge")
@@ -32,6 +33,7 @@ def merge_command(
     A statistics file is never trusted: its recorded checkpoint path, nesting and options are not
     used to load anything. Pass --checkpoint PATH (and --allow-global / --nesting for it) for the
     full report; without it the report holds usage, allocation and embeddings collapse only."""
+    check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     stats = api.load_statistics(*files)
     err.print(f"Merged {len(files)} file(s): {stats.describe_shards()}, {stats.gathered.vectors:,} vectors.")

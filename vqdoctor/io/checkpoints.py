@@ -15,7 +15,9 @@ Supported inputs
   the folder (:func:`inside_folder`: no absolute path, no ``..``, no link leading out, except
   into a Hugging Face cache's ``blobs/``); anything else is refused.
 - ``.npy`` (one codebook array, state key ``"codebook"``) and ``.npz`` (each array a key), read
-  with ``allow_pickle=False``; npz members are read only when accessed.
+  with ``allow_pickle=False``; npz members are read only when accessed. Array headers are checked
+  against the bytes the file holds first; a compressed member is inflated only within the budget
+  of :func:`vqdoctor.io.headers.npz_budget_bytes` (``VQDOCTOR_NPZ_BUDGET_MB``).
 
 Unwrapping
 ----------
@@ -43,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,14 @@ import torch
 
 from vqdoctor.errors import InputFileError
 from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.io.headers import check_safetensors_header, open_npy
+from vqdoctor.io.npz import (
+    NPZ_ERRORS,
+    CompressedMember,
+    npz_keys,
+    npz_member,
+    read_npz_array,
+)
 from vqdoctor.io.safe_pickle import safe_torch_load
 from vqdoctor.io.store import TensorStore
 
@@ -166,7 +175,9 @@ def inside_folder(folder: Path, name: str) -> Path | None:
 
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     """The parsed JSON header of a safetensors file and the offset where its data starts.
-    Raises :class:`InputFileError` for a file that is empty, truncated or not safetensors."""
+    Raises :class:`InputFileError` for a file that is empty, truncated or not safetensors, and for
+    any entry that fails :func:`vqdoctor.io.headers.check_safetensors_header` (checked before
+    anything is allocated from the header)."""
     size = path.stat().st_size
     remedy = "Copy or download the checkpoint again, or re-save it with safetensors.torch.save_file."
     if size == 0:
@@ -183,22 +194,15 @@ def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
                                      "header length).", hint=remedy)
             raise InputFileError(f"{path} is truncated: the header says {n} bytes but the file has "
                                  f"{size - 8} after the length.", hint=remedy)
+        if n > 100_000_000:  # the safetensors library refuses such headers too
+            raise InputFileError(f"{path} has a {n:,}-byte header, over the 100,000,000 bytes the safetensors "
+                                 "format allows.", hint=remedy)
         try:
             header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise InputFileError(f"{path} is not a safetensors file (its header is not JSON).",
                                  hint=remedy) from None
-    if not isinstance(header, dict):
-        raise InputFileError(f"{path} is not a safetensors file (its header is not a JSON object).",
-                             hint=remedy)
-    data_size = size - 8 - n
-    end = max((int(v["data_offsets"][1]) for k, v in header.items()
-               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
-    if end > data_size:
-        raise InputFileError(
-            f"{path} is truncated: its tensors need {end} bytes of data but the file holds {data_size}.",
-            hint=remedy,
-        )
+    check_safetensors_header(path, header, size - 8 - n)
     return header, 8 + n
 
 
@@ -208,24 +212,28 @@ def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
 
 def _open_safetensors(path: Path) -> tuple[TensorStore, dict[str, str], dict[str, str]]:
     """A lazy store over one safetensors file, keyed by original keys."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
+    remedy_st = "Copy or download the checkpoint again; was it modified while vqdoctor read it?"
     header, _ = safetensors_header(path)
-    metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+    metadata = dict(header.pop("__metadata__", None) or {})
     shapes, dtypes = {}, {}
     for key, info in header.items():
-        dtype = ST_DTYPES.get(info.get("dtype"))
+        dtype = ST_DTYPES.get(info["dtype"])
         if dtype is None:
-            raise InputFileError(f"{path} holds tensor {key!r} of dtype {info.get('dtype')!r}, which "
+            raise InputFileError(f"{path} holds tensor {key!r} of dtype {info['dtype']!r}, which "
                                  "this torch cannot represent.", hint="Convert that tensor to float32.")
-        shapes[key] = tuple(int(s) for s in info["shape"])
+        shapes[key] = tuple(info["shape"])
         dtypes[key] = dtype
     handle: list[Any] = []
 
     def load(key: str) -> torch.Tensor:
-        if not handle:
-            handle.append(safe_open(str(path), framework="pt", device="cpu"))
-        return handle[0].get_tensor(key)
+        try:  # the header was validated; this catches a file changed or damaged since
+            if not handle:
+                handle.append(safe_open(str(path), framework="pt", device="cpu"))
+            return handle[0].get_tensor(key)
+        except (SafetensorError, OSError) as exc:
+            raise InputFileError(f"{path}: tensor {key!r} could not be read: {exc}.", hint=remedy_st) from None
 
     return TensorStore(shapes, dtypes, load), {k: k for k in shapes}, metadata
 
@@ -234,32 +242,28 @@ def _load_numpy(path: Path) -> Checkpoint:
     remedy = "Save codebooks with numpy.save / numpy.savez (numeric arrays, no pickled objects)."
     try:
         if path.suffix.lower() == ".npy":
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = open_npy(path, "codebook")
             _check_numeric(path, "codebook", array.dtype)
             store = TensorStore({"codebook": tuple(array.shape)}, {"codebook": _torch_dtype(array.dtype)},
                                 lambda key: torch.from_numpy(np.array(array)))
             return _finish(path, "npy", store, {"codebook": "codebook"}, strip=False)
         shapes, dtypes = {}, {}
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue
-                with zf.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(fh)
-                key = info.filename[:-4]
-                _check_numeric(path, key, dtype)
-                shapes[key], dtypes[key] = tuple(shape), _torch_dtype(dtype)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        for key in npz_keys(path):
+            member = npz_member(path, key)  # header checked against the zip entry and the file
+            _check_numeric(path, key, member.dtype)
+            shapes[key], dtypes[key] = tuple(member.shape), _torch_dtype(member.dtype)
+    except NPZ_ERRORS as exc:
         raise InputFileError(f"{path} could not be read as a numpy array file: {exc}.", hint=remedy) from None
     if not shapes:
         raise InputFileError(f"{path} holds no arrays.", hint=remedy)
 
     def load(key: str) -> torch.Tensor:
-        with np.load(path, allow_pickle=False) as npz:
-            return torch.from_numpy(np.array(npz[key]))
+        try:  # a compressed member is inflated whole only within the npz budget
+            member = npz_member(path, key)
+            array = read_npz_array(path, key) if isinstance(member, CompressedMember) else np.array(member)
+        except NPZ_ERRORS as exc:
+            raise InputFileError(f"{path}: array {key!r} could not be read: {exc}.", hint=remedy) from None
+        return torch.from_numpy(array)
 
     return _finish(path, "npz", TensorStore(shapes, dtypes, load), {k: k for k in shapes}, strip=False)
 
@@ -304,18 +308,10 @@ def _load_folder(path: Path, *, allow_globals: tuple[str, ...], nesting: str | N
                                  hint="Copy the real file into the folder; vqdoctor reads only files inside it.")
     config = path / "config.json"
     if config.is_file():
-        metadata["config"] = config.read_text(encoding="utf-8")
+        metadata["config"] = _folder_json(config, "config")[1]
     if main.endswith(".index.json"):
-        try:
-            index = json.loads((path / main).read_text(encoding="utf-8"))
-            weight_map = dict(index["weight_map"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
-            raise InputFileError(f"{path / main} is not a valid shard index (no 'weight_map').",
-                                 hint="Restore the index file from the model's source.") from None
-        for key, shard in weight_map.items():
-            if not isinstance(key, str) or not isinstance(shard, str):
-                raise InputFileError(f"{path / main} maps {key!r} to {shard!r}; tensor names and shard file names "
-                                     "must be strings.", hint="Restore the index file from the model's source.")
+        weight_map = _weight_map(path / main)
+        for shard in weight_map.values():
             if inside_folder(path, shard) is None:
                 raise InputFileError(
                     f"{path / main} lists shard {shard!r}, which is not a plain file name inside {path} (absolute "
@@ -354,6 +350,38 @@ def _load_folder(path: Path, *, allow_globals: tuple[str, ...], nesting: str | N
     store = TensorStore(shapes, dtypes, lambda key: loaders[key][key])
     return _finish(path, fmt, store, {k: k for k in shapes}, metadata=metadata, files=files,
                    allow_globals=allow_globals)
+
+
+def _folder_json(file: Path, what: str) -> tuple[dict[str, Any], str]:
+    """A model folder's JSON file (``config.json``, a shard index): ``(object, text)``. Bad
+    UTF-8, bad JSON or a top level that is not an object are an :class:`InputFileError`."""
+    hint = "Restore the file from the model's source (it must be a UTF-8 JSON object)."
+    try:
+        text = file.read_text(encoding="utf-8")
+        obj = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"The {what} file {file} is not UTF-8 text (byte {exc.start}).", hint=hint) from None
+    except (ValueError, RecursionError) as exc:
+        raise InputFileError(f"The {what} file {file} is not valid JSON: {str(exc)[:120]}.", hint=hint) from None
+    if not isinstance(obj, dict):
+        raise InputFileError(f"The {what} file {file} holds a JSON {type(obj).__name__}, not an object.", hint=hint)
+    return obj, text
+
+
+def _weight_map(file: Path) -> dict[str, str]:
+    """The ``weight_map`` of a shard index: tensor name -> shard file name, both strings."""
+    hint = "Restore the index file from the model's source."
+    index, _ = _folder_json(file, "shard index")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise InputFileError(f"{file} is not a valid shard index: 'weight_map' is "
+                             f"{'missing' if weight_map is None else type(weight_map).__name__}, not an object.",
+                             hint=hint)
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise InputFileError(f"{file}: 'weight_map' entry {key!r} is {repr(shard)[:60]}, not a shard file name.",
+                                 hint=hint)
+    return dict(weight_map)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Latents (:func:`open_latents`, CLI ``--latents``)
 - ``.npy``: memory-mapped (``np.load(mmap_mode="r")``), read a batch at a time.
 - ``.npz``: the single array, or the one named ``key`` / ``latents`` / ``z`` / ``x``; labels under
   ``y`` or ``labels`` (ints or strings). Uncompressed members are memory-mapped; compressed members
-  are read whole when opened.
+  are streamed from the zip a batch at a time (never inflated whole; see ``vqdoctor/io/npz.py``).
+  Every array header is checked against the bytes the file (or zip entry) holds before use.
 - ``.safetensors``: the single tensor, or ``key`` / ``latents``; read a slice at a time. Labels
   under ``y`` / ``labels``.
 - ``.pt``/``.pth``: ``torch.load(weights_only=True)``, memory-mapped: a tensor, or a dict with
@@ -29,7 +30,10 @@ Raw inputs (:func:`open_inputs`, CLI ``--inputs``)
   clips must share one sample rate (no resampling); with ``clip_seconds`` every clip is cut or
   zero-padded to that length, without it all must share the first clip's length.
 Labels (``labels=`` / CLI ``--labels``): ``.npy`` of ints or strings (strings are mapped to ids in
-sorted order, names kept), or ``.txt`` with one label per line; their count must match the data.
+sorted order, names kept), or UTF-8 ``.txt`` with one label per line; their count must match the
+data. Integer labels that are not ``0..M-1`` are remapped with ``np.unique`` (names keep the values),
+so no label value ever sizes an array. Images are capped at
+:data:`vqdoctor.io.media.MAX_IMAGE_PIXELS`; WAV headers are checked against the file size.
 
 Both sources yield ``(batch, index)`` pairs where ``index`` is the sample index of each row, so
 ``labels[index]`` gives each vector's mode; ``shard=(i, n)`` takes the i-th of n contiguous slices
@@ -39,7 +43,7 @@ of the samples. NaN/Inf raise :class:`~vqdoctor.errors.DataError` naming the fil
 from __future__ import annotations
 
 import math
-import zipfile
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,15 @@ import numpy as np
 import torch
 
 from vqdoctor.errors import DataError, InputFileError, UsageError
+from vqdoctor.io.headers import open_npy
+from vqdoctor.io.media import decode_image, read_wav
+from vqdoctor.io.npz import (
+    NPZ_ERRORS,
+    CompressedMember,
+    npz_keys,
+    npz_member,
+    read_npz_array,
+)
 from vqdoctor.io.safe_pickle import safe_torch_load
 
 LATENT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
@@ -56,6 +69,7 @@ AUDIO_SUFFIXES = (".wav",)
 LABEL_KEYS = ("y", "labels")
 LATENT_KEYS = ("latents", "z", "x")
 INPUT_KEYS = ("x", "inputs", "images", "data")
+_INT_LABEL = re.compile(r"-?[0-9]+")  # ASCII digits only (str.isdigit takes '¹' too)
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;L")
 
 
@@ -84,6 +98,19 @@ class _NumpyRows(_Rows):
         return torch.from_numpy(np.array(self.array[rows], dtype=np.float32))
 
 
+class _CompressedRows(_Rows):
+    """A compressed .npz member streamed from the zip (never inflated whole)."""
+
+    def __init__(self, member: CompressedMember) -> None:
+        self.member, self.shape = member, member.shape
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return torch.from_numpy(self.member.read(start, stop).astype(np.float32))
+
+    def gather(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.member.gather(rows).astype(np.float32))
+
+
 class _TorchRows(_Rows):
     def __init__(self, tensor: torch.Tensor) -> None:
         self.tensor, self.shape = tensor, tuple(tensor.shape)
@@ -99,12 +126,23 @@ class _SafetensorsRows(_Rows):
     def __init__(self, path: Path, key: str, shape: tuple[int, ...]) -> None:
         from safetensors import safe_open
 
-        self.handle = safe_open(str(path), framework="pt", device="cpu")
-        self.slice = self.handle.get_slice(key)
+        self.path, self.key = path, key
+        self.handle = self._guard(lambda: safe_open(str(path), framework="pt", device="cpu"))
+        self.slice = self._guard(lambda: self.handle.get_slice(key))
         self.shape = shape
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return self.slice[start:stop].to(torch.float32)
+        return self._guard(lambda: self.slice[start:stop]).to(torch.float32)
+
+    def _guard(self, step: Any, key: str | None = None) -> Any:
+        """Run ``step``; the header was validated, so an error here means the file changed or is damaged."""
+        from safetensors import SafetensorError
+
+        try:
+            return step()
+        except (SafetensorError, OSError) as exc:
+            raise InputFileError(f"{self.path}: tensor {key or self.key!r} could not be read: {exc}.",
+                                 hint="Copy the file again; was it modified while vqdoctor read it?") from None
 
 
 class _ImageRows(_Rows):
@@ -118,23 +156,14 @@ class _ImageRows(_Rows):
             torch.empty((0, *self.shape[1:])))
 
     def _load(self, file: Path) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(file) as img:
-                img = img.convert("L" if self.gray else "RGB")
-                if self.resize:
-                    img = img.resize(self.size, Image.BILINEAR)
-                elif img.size != self.size:
-                    raise DataError(
-                        f"Image {file} is {img.size[0]}x{img.size[1]} but the first image is "
-                        f"{self.size[0]}x{self.size[1]}; images must share one size.",
-                        hint="Pass --image-size N to resize every image to N x N.",
-                    )
-                array = np.asarray(img, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputFileError(f"Image {file} could not be decoded: {exc}.",
-                                 hint="Remove or re-save that file.") from None
+        img = decode_image(file, mode="L" if self.gray else "RGB", size=self.size if self.resize else None)
+        if not self.resize and img.size != self.size:
+            raise DataError(
+                f"Image {file} is {img.size[0]}x{img.size[1]} but the first image is "
+                f"{self.size[0]}x{self.size[1]}; images must share one size.",
+                hint="Pass --image-size N to resize every image to N x N.",
+            )
+        array = np.asarray(img, dtype=np.float32) / 255.0
         tensor = torch.from_numpy(array)
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
 
@@ -161,27 +190,7 @@ class _AudioRows(_Rows):
         return out
 
 
-def _read_wav(file: Path, *, limit: int | None) -> tuple[np.ndarray, int, int]:
-    """(mono float32 samples (at most ``limit``), sample rate, total frames) of a PCM WAV file."""
-    import wave
-
-    try:
-        with wave.open(str(file), "rb") as w:
-            channels, width, rate, total = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(total if limit is None else min(total, limit))
-    except (wave.Error, EOFError, OSError) as exc:
-        raise InputFileError(f"Audio file {file} could not be read as PCM WAV: {exc}.",
-                             hint="Convert it to 8/16/24/32-bit PCM WAV, or remove it.") from None
-    if width == 1:
-        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        samples = (np.where(ints >= 1 << 23, ints - (1 << 24), ints) / float(1 << 23)).astype(np.float32)
-    else:
-        dtype = {2: np.int16, 4: np.int32}[width]
-        samples = np.frombuffer(raw, dtype).astype(np.float32) / float(np.iinfo(dtype).max + 1)
-    return samples.reshape(-1, channels).mean(1), rate, total
+_read_wav = read_wav
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,20 +427,40 @@ def load_labels(path: str | Path, *, n: int | None = None) -> tuple[np.ndarray, 
         return values, names
     _check_file(path, (".npy", ".txt"), "labels")
     if path.suffix.lower() == ".txt":
-        values = np.array([line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                           if line.strip()])
-        if values.size and all(v.lstrip("-").isdigit() for v in values):
-            values = values.astype(np.int64)
+        values = _text_labels(path)
     else:
         try:
-            values = np.load(path, allow_pickle=False)
-        except ValueError as exc:
+            values = open_npy(path, "labels")
+        except (ValueError, OSError, EOFError) as exc:
             raise InputFileError(f"{path} could not be read as labels: {exc}.",
                                  hint="Save labels with numpy.save as ints or strings.") from None
     return _normalise_labels(path, np.asarray(values))
 
 
+def _text_labels(path: Path) -> np.ndarray:
+    """One label per non-blank line of a UTF-8 text file: ints where every line is an integer
+    (within int64), else strings."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputFileError(f"Labels file {path} is not UTF-8 text (byte {exc.start}, line {line}).",
+                             hint="Write one label per line as UTF-8 text, or save them with numpy.save.") from None
+    values = [line.strip() for line in text.splitlines() if line.strip()]
+    if values and all(_INT_LABEL.fullmatch(v) for v in values):
+        fits = [len(v.lstrip("-")) <= 19 and -(1 << 63) <= int(v) < (1 << 63) for v in values]
+        if not all(fits):
+            bad = values[fits.index(False)]
+            raise InputFileError(f"Labels file {path} holds the label {bad[:40]}, too large for an integer id.",
+                                 hint="Use labels that fit in 64 bits, or names.")
+        return np.array([int(v) for v in values], dtype=np.int64)
+    return np.array(values, dtype=str)
+
+
 def _normalise_labels(path: Path, values: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
+    """``(ids (N,) int64 in 0..M-1, names or None)``. Integer labels that are not already
+    ``0..M-1`` are remapped through ``np.unique`` (names keep the original values), so a label
+    such as 10^9 never sizes an array."""
     values = np.asarray(values)
     if values.ndim != 1:
         values = values.reshape(-1) if values.ndim == 2 and 1 in values.shape else values
@@ -440,12 +469,31 @@ def _normalise_labels(path: Path, values: np.ndarray) -> tuple[np.ndarray, list[
     if values.dtype.kind in "US":
         names, ids = np.unique(values.astype(str), return_inverse=True)
         return ids.reshape(-1).astype(np.int64), [str(n) for n in names]
-    if values.dtype.kind == "b" or values.dtype.kind in "iu":
-        return values.astype(np.int64), None
-    if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-        return values.astype(np.int64), None
-    raise DataError(f"Labels in {path} have dtype {values.dtype}; expected integer ids or strings.",
-                    hint="Save one integer (or string) label per sample.")
+    if values.dtype.kind == "f" and not (np.all(np.isfinite(values)) and np.all(values == np.round(values))):
+        raise DataError(f"Labels in {path} have dtype {values.dtype} with non-integer values; expected "
+                        "integer ids or strings.", hint="Save one integer (or string) label per sample.")
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"Labels in {path} have dtype {values.dtype}; expected integer ids or strings.",
+                        hint="Save one integer (or string) label per sample.")
+    if values.dtype.kind == "f" and values.size and float(np.abs(values).max()) >= 2.0**63:
+        raise DataError(f"Labels in {path} hold values up to {float(np.abs(values).max()):g}, too large for "
+                        "integer ids.", hint="Save one integer (or string) label per sample.")
+    unique, ids = np.unique(values, return_inverse=True)  # in the file's own dtype (uint64 included)
+    if unique.size == 0 or (unique[0] == 0 and unique[-1] == unique.size - 1):
+        return np.asarray(values, dtype=np.int64), None
+    return ids.reshape(-1).astype(np.int64), [str(int(u)) for u in unique]
+
+
+def _tensor_labels(path: Path, tensor: torch.Tensor) -> tuple[np.ndarray, list[str] | None]:
+    """Labels stored as a tensor (any dtype torch holds, bf16 and float8 included)."""
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+        tensor = tensor.to(torch.float64)
+    try:
+        values = tensor.detach().cpu().numpy()
+    except TypeError:
+        raise DataError(f"Labels in {path} have dtype {tensor.dtype}; expected integer ids.",
+                        hint="Save one integer label per sample.") from None
+    return _normalise_labels(path, values)
 
 
 def _labels(
@@ -505,22 +553,21 @@ def _open_rows(
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = open_npy(path, what)
             _check_numeric(path, array.dtype, what)
             return _NumpyRows(array), None
         if suffix == ".npz":
-            with zipfile.ZipFile(path) as zf:
-                keys = [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
+            keys = npz_keys(path)
             name = _pick_key(path, keys, key, preferred, what)
-            array = _npz_member(path, name)
-            _check_numeric(path, array.dtype, what)
+            member = npz_member(path, name)
+            _check_numeric(path, member.dtype, what)
             file_labels = None
             label_key = next((k for k in LABEL_KEYS if k in keys and k != name), None)
             if label_key:
-                with np.load(path, allow_pickle=False) as npz:
-                    file_labels = _normalise_labels(path, npz[label_key])
-            return _NumpyRows(array), file_labels
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+                file_labels = _normalise_labels(path, read_npz_array(path, label_key))
+            member_rows = _CompressedRows(member) if isinstance(member, CompressedMember) else _NumpyRows(member)
+            return member_rows, file_labels
+    except NPZ_ERRORS as exc:
         raise InputFileError(f"{path} could not be read as a numpy file: {exc}.",
                              hint="Save arrays with numpy.save / numpy.savez (no pickled objects).") from None
     if suffix == ".safetensors":
@@ -535,10 +582,7 @@ def _open_rows(
         file_labels = None
         label_key = next((k for k in LABEL_KEYS if k in header and k != name), None)
         if label_key:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                file_labels = _normalise_labels(path, fh.get_tensor(label_key).numpy())
+            file_labels = _tensor_labels(path, rows._guard(lambda: rows.handle.get_tensor(label_key), label_key))
         return rows, file_labels
     obj: Any = safe_torch_load(path)
     if isinstance(obj, torch.Tensor):
@@ -548,7 +592,7 @@ def _open_rows(
         name = _pick_key(path, list(tensors), key, preferred, what)
         tensor = tensors[name]
         label_key = next((k for k in LABEL_KEYS if k in tensors and k != name), None)
-        file_labels = _normalise_labels(path, tensors[label_key].numpy()) if label_key else None
+        file_labels = _tensor_labels(path, tensors[label_key]) if label_key else None
     else:
         raise DataError(f"{path} holds a {type(obj).__name__}, not a tensor or a dict of tensors.",
                         hint=f"Save the {what} with torch.save(tensor, path) or torch.save({{'latents': t}}, path).")
@@ -562,32 +606,6 @@ def _check_numeric(path: Path, dtype: np.dtype, what: str) -> None:
     if dtype.kind not in "iuf":
         raise DataError(f"The {what} in {path} have dtype {dtype}, not numbers.",
                         hint="Save them as a float array.")
-
-
-def _npz_member(path: Path, name: str) -> np.ndarray:
-    """An npz member, memory-mapped when stored uncompressed, else read whole."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(name + ".npy")
-    if info.compress_type == zipfile.ZIP_STORED:
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            local = fh.read(30)
-            start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(
-                local[28:30], "little")
-            fh.seek(start)
-            version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(fh)
-            offset = fh.tell()
-        if dtype.hasobject:
-            raise ValueError(f"array {name!r} holds Python objects")
-        if math.prod(shape) == 0:
-            return np.empty(shape, dtype=dtype)
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                         order="F" if fortran else "C")
-    with np.load(path, allow_pickle=False) as npz:
-        return npz[name]
 
 
 def _class_folder(path: Path, suffixes: Sequence[str], what: str
@@ -650,20 +668,14 @@ def _open_audio_folder(path: Path, clip_seconds: float | None) -> tuple[_Rows, t
 
 
 def _open_image_folder(path: Path, image_size: int | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
-    from PIL import Image, UnidentifiedImageError
-
     files, file_labels = _class_folder(path, IMAGE_SUFFIXES, "images")
     if not files:
         raise DataError(
             f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) or audio clips ({', '.join(AUDIO_SUFFIXES)}), "
             "directly or in sub-folders.",
             hint="Point at an image or audio folder (one sub-folder per class) or an array file.")
-    try:
-        with Image.open(files[0]) as img:
-            gray, size = img.mode in _GRAY_MODES, img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputFileError(f"Image {files[0]} could not be decoded: {exc}.",
-                             hint="Remove or re-save that file.") from None
+    mode, size = decode_image(files[0])
+    gray = mode in _GRAY_MODES
     if image_size is not None:
         size = (image_size, image_size)
     return _ImageRows(files, gray=gray, size=size, resize=image_size is not None), file_labels
