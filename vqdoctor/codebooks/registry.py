@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from vqdoctor.codebooks.detectors import dac, ema, free, moshi, plain, product, simvq
+from vqdoctor.codebooks.detectors import dac, ema, free, moshi, normema, plain, product, simvq
 from vqdoctor.codebooks.detectors._util import natural_key
 from vqdoctor.codebooks.detectors.base import Detector
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
@@ -34,6 +34,7 @@ DETECTORS: tuple[Detector, ...] = (
     ema.vector_quantize_pytorch,
     ema.encodec,
     ema.hf_encodec,
+    normema.norm_ema,  # before taming-ema: the same embedding.{weight,cluster_size,embed_avg} plus initted
     # factorized and product quantizers
     dac.dac,
     product.wav2vec2,
