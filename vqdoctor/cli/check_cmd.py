@@ -26,7 +26,7 @@ from vqdoctor.check import (
 )
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
     analysis_options, data_options,
 )
@@ -121,6 +121,7 @@ def check_command(
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
     codebook: CodebookOpt = None,
+    metric: MetricOpt = "auto",
     min_count: MinCountOpt = 1,
     subsample: SubsampleOpt = 4000,
     seed: SeedOpt = 0,
@@ -156,7 +157,7 @@ def check_command(
         max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb)
+                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb, metric=metric)
     limits = Thresholds(
         min_utilization=min_utilization, max_dead_fraction=max_dead_fraction,
         min_normalized_perplexity=min_normalized_perplexity, max_allocation_tv=max_allocation_tv,

@@ -36,6 +36,10 @@ AMBIGUOUS = ("Only the codes say cosine: a euclidean quantizer whose codes happe
              "Both metrics give the same assignments for unit-norm codes; the quantization MSE and the fixes "
              "differ, so pass --metric euclidean if this quantizer compares un-normalised latents.")
 
+UNIT_BUT_EUCLIDEAN = ("The codes are unit-norm although this layout compares by squared L2: pass --metric cosine "
+                      "if your fork normalises the lookup.")
+WARNINGS = (AMBIGUOUS, UNIT_BUT_EUCLIDEAN)  # moot once the user says --metric
+
 
 @dataclass(frozen=True)
 class MetricCall:

@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 
-from vqdoctor.codebooks.detectors._metric import MetricCall, from_codes, from_config, from_vqp_ema, with_codes
+from vqdoctor.codebooks.detectors._metric import (
+    UNIT_BUT_EUCLIDEAN,
+    MetricCall,
+    from_codes,
+    from_config,
+    from_vqp_ema,
+    with_codes,
+)
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import (
     flag,
@@ -49,8 +56,7 @@ def _euclidean_only(library: str) -> MetricRule:
     def rule(codes: torch.Tensor, avg: torch.Tensor | None, cs: torch.Tensor | None, dtype: torch.dtype) -> MetricCall:
         call = with_codes(MetricCall("euclidean", "layout", f"{library} compares by squared L2"), codes, dtype=dtype)
         unit = from_codes(codes, dtype=dtype, warn=False).metric == "cosine"
-        return MetricCall(call.metric, call.source, call.evidence, "The codes are unit-norm although this layout compares "
-                          "by squared L2: pass --metric cosine if your fork normalises the lookup." if unit else None)
+        return MetricCall(call.metric, call.source, call.evidence, UNIT_BUT_EUCLIDEAN if unit else None)
     return rule
 
 
