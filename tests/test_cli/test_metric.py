@@ -121,3 +121,22 @@ def test_fix_kmeans_on_a_bf16_cosine_checkpoint_loads_and_is_used_by_the_library
     with torch.no_grad():
         _, indices, _ = vq.eval()(x[None])
     assert torch.unique(indices).numel() >= 0.95 * K
+
+
+def test_merge_reports_with_the_metric_the_shards_were_gathered_with(cosine_files, tmp_path: Path) -> None:
+    # merge takes no --metric: the statistics record it (options and codebook identities)
+    ckpt, lat, _ = cosine_files
+    files = []
+    for i in range(2):
+        f = tmp_path / f"s{i}.safetensors"
+        res = runner.invoke(app, ["inspect", str(ckpt), "--latents", str(lat), "--device", "cpu", "--metric", "euclidean",
+                                  "--shard", f"{i}/2", "--save-stats", str(f)])
+        assert res.exit_code == 0, res.output
+        files.append(str(f))
+    out = tmp_path / "merged.json"
+    res = runner.invoke(app, ["merge", *files, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    (cb,) = json.loads(out.read_text())["codebooks"]
+    assert (cb["metric"], cb["metric_source"]) == ("euclidean", "flag")
+    single = _inspect_json(ckpt, lat, tmp_path, "--metric", "euclidean")["codebooks"][0]
+    assert cb["usage"]["quantization_mse"] == pytest.approx(single["usage"]["quantization_mse"], rel=1e-9)
