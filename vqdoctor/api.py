@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vqdoctor import distributed
-from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, select
+from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, override_metric, select
 from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
@@ -49,12 +49,14 @@ def load(path: str | Path, *, allow_globals: tuple[str, ...] = (), nesting: str 
     return load_checkpoint(path, allow_globals=allow_globals, nesting=nesting)
 
 
-def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = True) -> Discovery:
-    """Every codebook of ``ckpt`` (filtered by the ``pattern`` glob); with ``require`` an empty
-    result is a CodebookNotFoundError that lists the candidates."""
+def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = True, metric: str = "auto") -> Discovery:
+    """Every codebook of ``ckpt`` (filtered by the ``pattern`` glob), compared by ``metric``
+    (``"auto"``: as detected); with ``require`` an empty result is a CodebookNotFoundError that
+    lists the candidates."""
     found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
     if pattern is not None:
         found = select(found, pattern, state=ckpt.state)
+    found = override_metric(found, metric)
     if require and not found.stacks:
         raise no_codebook_error(ckpt.state, found)
     _check_codebooks_finite(ckpt, found)
@@ -199,7 +201,7 @@ def inspect(
 ) -> Report:
     """Diagnose every codebook of a checkpoint over the given data."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook)
+    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
     device = pick_device(data.device)
     stream = open_stream(ckpt, data, device=device)
     report = diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
@@ -236,7 +238,7 @@ def gather_statistics(
                             "cannot be combined with it.", "Drop --shard when running under torchrun.")
         data = replace(data, shard=(rank, world))
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook)
+    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
     dev = device if device is not None else pick_device(data.device)
     stream = open_stream(ckpt, data, device=dev)
     if stream is None:
@@ -301,7 +303,7 @@ def report_from_statistics(
             f"Checkpoint {ckpt.path} (sha256 {ckpt.fingerprint[:12]}) is not the one the statistics were made from "
             f"({stats.checkpoint.path}, sha256 {stats.checkpoint.fingerprint[:12]}).",
             "Pass the exact checkpoint file the shards were gathered with (--checkpoint PATH).")
-    found = discover(ckpt, pattern=stats.options.codebook)
+    found = discover(ckpt, pattern=stats.options.codebook, metric=stats.options.metric)
     check_codebooks(stats, found, checkpoint=str(ckpt.path))
     return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options)
 
@@ -412,7 +414,7 @@ def fix_checkpoint(
             data = replace(data, shard=job[0].shard)
         device = pick_device(data.device) if job is None else job[1]
         ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-        found = discover(ckpt, pattern=analysis.codebook)
+        found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
         source = load(encoder_from, allow_globals=data.allow_globals) if encoder_from is not None else ckpt
         lat = collect_latents(source, data, device=device)
         if lat is None and need_data:
@@ -434,6 +436,6 @@ def fix_checkpoint(
         before = report_on_latents(ckpt, found, lat, analysis=measure) if lat is not None else None
         written = write_checkpoint(ckpt, target, updates=result.updates, remove=result.remove, in_place=in_place)
         new_ckpt = load(written, allow_globals=data.allow_globals, nesting=data.nesting)
-        after_found = _matching(discover(new_ckpt, require=False), found)
+        after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
         after = report_on_latents(new_ckpt, after_found, lat, analysis=measure) if lat is not None else None
         return FixOutcome(path=written, notes=list(result.notes), before=before, after=after)

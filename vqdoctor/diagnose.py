@@ -303,4 +303,5 @@ def _codebook_report(stack: Stack, cb: Codebook, st: UsageStats | None, sub: Lev
         name=cb.name, stack=stack.name, layout=cb.layout, kind=cb.kind, metric=cb.metric, size=cb.size,
         dim=cb.dim, level=cb.level, head=cb.head, keys=dict(cb.keys), usage=usage, ema=ema, geometry=geometry,
         w=w, tokens_collapse=tokens, counts=counts, note=cb.note,
+        metric_source=cb.metric_source, metric_evidence=cb.metric_evidence,
     )

@@ -32,6 +32,7 @@ class DataOptions:
 @dataclass(frozen=True)
 class AnalysisOptions:
     codebook: str | None = None  # glob over codebook names / keys
+    metric: str = "auto"  # auto | euclidean | cosine: how codes are compared (auto: layout, config, codes)
     min_count: int = 1  # a code used fewer times is dead
     subsample: int = 4000  # points kept for modes, projections and support checks
     projection: str = "pca"  # tsne | umap | pca | none

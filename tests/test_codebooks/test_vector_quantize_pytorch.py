@@ -33,7 +33,8 @@ def test_single_vq_ema_buffers():
 def test_cosine_variant_is_told_by_unit_norm_codes():
     torch.manual_seed(0)
     cb = discover(_state(vqp.VectorQuantize(dim=16, codebook_size=32, use_cosine_sim=True))).codebooks[0]
-    assert cb.metric == "cosine" and "l2-normalised" in cb.note
+    assert (cb.metric, cb.metric_source, cb.metric_evidence) == ("cosine", "detected", "all 32 codes unit-norm ±1e-3")
+    assert cb.note is None and cb.unit_rows is True  # the layout gives no reason to doubt unit-norm codes
 
 
 def test_separate_heads_are_separate_codebooks_with_project_in():

@@ -26,7 +26,7 @@ from vqdoctor.check import (
 )
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
     analysis_options, check_ranges, data_options,
 )
@@ -122,6 +122,7 @@ def check_command(
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
     codebook: CodebookOpt = None,
+    metric: MetricOpt = "auto",
     min_count: MinCountOpt = 1,
     subsample: SubsampleOpt = 4000,
     seed: SeedOpt = 0,
@@ -157,7 +158,7 @@ def check_command(
         max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb)
+                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb, metric=metric)
     check_ranges(("--min-utilization", min_utilization), ("--max-dead-fraction", max_dead_fraction),
                  ("--min-normalized-perplexity", min_normalized_perplexity), ("--max-allocation-tv", max_allocation_tv),
                  ("--max-merged-pairs", max_merged_pairs), ("--max-relative-mse", max_relative_mse),

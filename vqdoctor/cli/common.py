@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from vqdoctor.codebooks import METRICS
 from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
 
@@ -22,6 +23,7 @@ EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An export
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
 AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Let a pickle use this plain-data type; only the allow-list of docs/security.md (e.g. argparse.Namespace, datetime.datetime, numpy.dtype). Repeatable.", rich_help_panel="Checkpoint")]
 NestingOpt = Annotated[Optional[str], typer.Option("--nesting", help="Which nested state dict of a pickle to read, e.g. 'ema' or 'a/b' ('' = top level).", rich_help_panel="Checkpoint")]
+MetricOpt = Annotated[str, typer.Option("--metric", help="How codes are compared: auto (from the layout, its config and the codes; `vqdoctor ls` shows the evidence), euclidean or cosine (for every codebook).", rich_help_panel="Checkpoint")]
 CodebookOpt = Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys, overriding the search.", rich_help_panel="Checkpoint")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Run")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Vectors (or inputs) per batch.", rich_help_panel="Run")]
@@ -102,15 +104,22 @@ def data_options(
     )
 
 
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r} is not one of {', '.join(METRICS)}.",
+                         "Use --metric auto to take it from the layout, config and codes (see `vqdoctor ls`).")
+    return metric
+
+
 def analysis_options(*, codebook: str | None, min_count: int, subsample: int, projection: str, seed: int,
-                     memory_budget_mb: int) -> AnalysisOptions:
+                     memory_budget_mb: int, metric: str = "auto") -> AnalysisOptions:
     for flag, value in (("--min-count", min_count), ("--subsample", subsample), ("--seed", seed),
                         ("--memory-budget-mb", memory_budget_mb)):
         check_range(flag, value)
     if projection not in PROJECTIONS:
         raise UsageError(f"--projection {projection!r} is not one of {', '.join(PROJECTIONS)}.")
     return AnalysisOptions(codebook=codebook, min_count=min_count, subsample=subsample, projection=projection,
-                           seed=seed, memory_budget_mb=memory_budget_mb)
+                           seed=seed, memory_budget_mb=memory_budget_mb, metric=check_metric(metric))
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -16,8 +16,8 @@ from rich.table import Table
 from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, check_ranges, data_options,
+    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
+    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, check_metric, check_ranges, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
@@ -80,10 +80,12 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
 
 
 def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
-         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False) -> None:
+         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False,
+         metric: str = "auto") -> None:
     if not in_place:
         check_outputs(("--out", out))
-    analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False)
+    analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False,
+                               metric=check_metric(metric))
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
                                  encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks)
     job = distributed.detect()
@@ -120,6 +122,7 @@ def kmeans_command(
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
+    metric: MetricOpt = "auto",
     iters: IterOpt = 20,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -139,7 +142,7 @@ def kmeans_command(
                              cluster=distributed.kmeans_across_ranks)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=encoder_from,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric)
 
 
 @fix_app.command("revive")
@@ -159,6 +162,7 @@ def revive_command(
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
+    metric: MetricOpt = "auto",
     min_count: Annotated[int, typer.Option("--min-count", help="A code used fewer times than this is dead and gets replaced.", rich_help_panel="Fix")] = 1,
     iters: IterOpt = 20,
     seed: SeedOpt = 0,
@@ -179,7 +183,7 @@ def revive_command(
                             budget_bytes=memory_budget_mb << 20)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric)
 
 
 @fix_app.command("simvq")
@@ -201,6 +205,7 @@ def simvq_command(
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
+    metric: MetricOpt = "auto",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 8192,
@@ -224,4 +229,4 @@ def simvq_command(
         return total
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=False, budget_mb=memory_budget_mb, fix=fix)
+         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
+    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, ImageSizeOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt,
     ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
@@ -49,6 +49,7 @@ def inspect_command(
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
+    metric: MetricOpt = "auto",
     min_count: MinCountOpt = 1,
     subsample: SubsampleOpt = 4000,
     projection: ProjectionOpt = "pca",
@@ -73,7 +74,7 @@ def inspect_command(
         max_vectors=max_vectors, shard=parse_shard(shard),
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb)
+                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb, metric=metric)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     if default:

@@ -13,9 +13,10 @@ from rich.table import Table
 
 from vqdoctor.cli.app import app
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.common import MetricOpt, check_metric
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.io.atomic import atomic_write_bytes
-from vqdoctor.codebooks import config_from_metadata, find_codebooks, select
+from vqdoctor.codebooks import config_from_metadata, find_codebooks, override_metric, select
 from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
@@ -70,6 +71,8 @@ def _codebook_json(st: Stack, cb: Codebook) -> dict[str, Any]:
         "channels": list(st.channels) if st.channels is not None else None,
         "residual": st.residual,
         "metric": cb.metric,
+        "metric_source": cb.metric_source,
+        "metric_evidence": cb.metric_evidence,
         "assignable": cb.assignable,
         "keys": dict(cb.keys),
         "ema": cb.ema is not None,
@@ -97,6 +100,12 @@ def ls_json(ckpt: Checkpoint, found: Discovery) -> dict[str, Any]:
     }
 
 
+def metric_line(cb: Codebook) -> str:
+    """``cosine (all 512 codes unit-norm ±1e-3)``; the source is named unless it is the codes."""
+    source = "" if cb.metric_source == "detected" else f"{cb.metric_source}: "
+    return f"{cb.metric} ({source}{cb.metric_evidence})" if cb.metric_evidence else f"{cb.metric} ({cb.metric_source})"
+
+
 def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
     console.print(f"[bold]{ckpt.path}[/bold]  {ckpt.format}, {len(ckpt.state)} tensors, nesting: {ckpt.describe_nesting()}")
     if not found.stacks and not found.codebook_free:
@@ -112,6 +121,9 @@ def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
                               str(cb.dim), cb.metric, _position(st, cb), _ema(cb), _projections(st, cb),
                               cb.keys.get("codes", "-"))
         console.print(table)
+        for cb in found.codebooks:
+            if cb.metric == "cosine" or cb.metric_source in ("flag", "config"):
+                console.print(f"  [dim]{cb.name}: metric: {metric_line(cb)}[/dim]", highlight=False)
         for cb in found.codebooks:
             if cb.note:
                 console.print(f"  [dim]{cb.name}: {cb.note}[/dim]")
@@ -133,13 +145,16 @@ def ls_command(
     codebook: Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys; a glob naming a 2-D tensor takes it as the codebook.")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the vqdoctor.ls/1 JSON document to PATH ('-' for stdout).")] = None,
     allow_global: Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.")] = None,
+    metric: MetricOpt = "auto",
 ) -> None:
     """List the codebooks found in a checkpoint: where, of which kind, how they are compared."""
     check_outputs(("--json", json_out))
+    metric = check_metric(metric)
     ckpt = load_checkpoint(checkpoint, allow_globals=tuple(allow_global or ()))
     found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
     if codebook is not None:
         found = select(found, codebook, state=ckpt.state)
+    found = override_metric(found, metric)
     if json_out is not None:
         text = json.dumps(ls_json(ckpt, found), indent=2)
         if json_out == "-":

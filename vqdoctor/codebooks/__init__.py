@@ -3,14 +3,17 @@
 from vqdoctor.codebooks.model import Codebook, CodebookFree, Discovery, EmaState, Linear, Stack
 from vqdoctor.codebooks.registry import (
     DETECTORS,
+    METRICS,
     config_from_metadata,
     find_codebooks,
     no_codebook_error,
+    override_metric,
     select,
 )
 
 __all__ = [
     "DETECTORS",
+    "METRICS",
     "Codebook",
     "CodebookFree",
     "Discovery",
@@ -20,5 +23,6 @@ __all__ = [
     "config_from_metadata",
     "find_codebooks",
     "no_codebook_error",
+    "override_metric",
     "select",
 ]

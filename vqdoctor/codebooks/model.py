@@ -18,6 +18,9 @@ from typing import Literal
 import torch
 
 Metric = Literal["euclidean", "cosine"]
+# Where a codebook's metric came from: the layout's only lookup rule, the checkpoint's config, the
+# stored codes and buffers themselves ("detected"), or the user's --metric ("flag").
+MetricSource = Literal["layout", "config", "detected", "flag"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,12 @@ class Codebook:
     ema: EmaState | None = None
     assignable: bool = True  # False where codes are picked by logits, not nearest code (wav2vec2)
     note: str | None = None
+    metric_source: MetricSource = "layout"
+    metric_evidence: str | None = None  # e.g. "all 512 codes unit-norm ±1e-3"
+    # Whether a cosine table is stored with unit rows (vector-quantize-pytorch, BEiT-v2: the library
+    # looks up the stored rows), False where stored rows are decoded un-normalised (DAC), None:
+    # decide from the codes. Fixes write cosine codes accordingly.
+    unit_rows: bool | None = None
 
     @property
     def size(self) -> int:

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from vqdoctor.codebooks.detectors import dac, ema, free, moshi, plain, product, simvq
+from vqdoctor.codebooks.detectors import dac, ema, free, moshi, normema, plain, product, simvq
+from vqdoctor.codebooks.detectors._metric import WARNINGS, from_codes
 from vqdoctor.codebooks.detectors._util import natural_key
 from vqdoctor.codebooks.detectors.base import Detector
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
-from vqdoctor.errors import CodebookNotFoundError
+from vqdoctor.errors import CodebookNotFoundError, UsageError
 from vqdoctor.io.store import TensorStore
 
 DETECTORS: tuple[Detector, ...] = (
@@ -34,6 +35,7 @@ DETECTORS: tuple[Detector, ...] = (
     ema.vector_quantize_pytorch,
     ema.encodec,
     ema.hf_encodec,
+    normema.norm_ema,  # before taming-ema: the same embedding.{weight,cluster_size,embed_avg} plus initted
     # factorized and product quantizers
     dac.dac,
     product.wav2vec2,
@@ -121,9 +123,37 @@ def select(discovery: Discovery, pattern: str | None, *, state: TensorStore | No
     return replace(discovery, stacks=tuple(stacks))
 
 
+METRICS = ("auto", "euclidean", "cosine")
+
+
+def override_metric(discovery: Discovery, metric: str) -> Discovery:
+    """``--metric``: every codebook compared by ``metric``; ``"auto"`` keeps what was detected.
+    The detected metric and its evidence stay in ``metric_evidence``."""
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r} is not one of {', '.join(METRICS)}.",
+                         "Use --metric auto to take the metric from the layout, config and codes (see `vqdoctor ls`).")
+    if metric == "auto":
+        return discovery
+    stacks = tuple(replace(st, codebooks=tuple(_with_metric(cb, metric) for cb in st.codebooks)) for st in discovery.stacks)
+    return replace(discovery, stacks=stacks)
+
+
+def _with_metric(cb: Codebook, metric: str) -> Codebook:
+    detected = f"{cb.metric}, {cb.metric_source}" + (f": {cb.metric_evidence}" if cb.metric_evidence else "")
+    said = "agrees with the detected" if cb.metric == metric else "overrides the detected"
+    note = cb.note
+    for warning in WARNINGS:
+        note = note.replace(warning, "").strip() if note else note
+    return replace(cb, metric=metric, metric_source="flag",  # type: ignore[arg-type]
+                   metric_evidence=f"--metric {metric} {said} {detected}", note=note or None)
+
+
 def _explicit(state: TensorStore, key: str) -> Stack:
-    cb = Codebook(name=key, layout="explicit", kind="plain", codes=state.float32(key), keys={"codes": key},
-                  note="Taken as a plain (K, d) codebook because --codebook named it.")
+    codes = state.float32(key)
+    call = from_codes(codes, dtype=state.dtype(key), warn=True)
+    note = " ".join(n for n in ("Taken as a plain (K, d) codebook because --codebook named it.", call.warning) if n)
+    cb = Codebook(name=key, layout="explicit", kind="plain", codes=codes, keys={"codes": key}, metric=call.metric,
+                  metric_source=call.source, metric_evidence=call.evidence, note=note)
     return Stack(name=key, layout="explicit", codebooks=(cb,))
 
 

@@ -90,10 +90,13 @@ def kmeans_reinit(
 
 
 def _stored_cosine(cb: Codebook, units: torch.Tensor, vecs: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
-    """Rows to store for a cosine codebook: unit rows where the old table was stored unit-norm,
-    else unit direction x mean projection of the members (assignments are by direction)."""
+    """Rows to store for a cosine codebook: unit rows where the layout stores them so
+    (``cb.unit_rows``: vector-quantize-pytorch and BEiT-v2 look up the stored rows) or, where the
+    layout does not say, the old table was unit-norm; else unit direction x mean projection of the
+    members (assignments are by direction; DAC decodes the stored rows)."""
     norms = cb.codes.norm(dim=1)
-    if bool(((norms - 1).abs() < 1e-3).all()):
+    unit = cb.unit_rows if cb.unit_rows is not None else bool(((norms - 1).abs() < 1e-3).all())
+    if unit:
         return units
     from vqdoctor.core.assign import nearest_codes
 

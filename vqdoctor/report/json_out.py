@@ -24,7 +24,7 @@ SCHEMA_FILE = "report.schema.json"
 
 # Top-level and per-codebook key order (the rest follow their dataclass field order).
 _CODEBOOK_KEYS = (
-    "name", "size", "dim", "level", "kind", "metric", "layout", "stack", "head", "keys", "note",
+    "name", "size", "dim", "level", "kind", "metric", "metric_source", "metric_evidence", "layout", "stack", "head", "keys", "note",
     "usage", "ema", "geometry", "w", "tokens_collapse",
 )  # fmt: skip
 

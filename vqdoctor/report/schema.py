@@ -60,6 +60,8 @@ class CodebookReport:
     tokens_collapse: TokensCollapse | None
     counts: list[int] | None = None  # per-code usage counts (plots); omitted from JSON unless asked
     note: str | None = None
+    metric_source: str = "layout"  # layout | config | detected | flag
+    metric_evidence: str | None = None  # e.g. "all 512 codes unit-norm ±1e-3"
 
 
 @dataclass(frozen=True)

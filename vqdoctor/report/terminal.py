@@ -174,6 +174,9 @@ def codebook_title(cb: CodebookReport) -> str:
 def codebook_facts(cb: CodebookReport) -> list[tuple[str, str]]:
     """(section, one line of facts) for the sections that apply to ``cb``."""
     out = [("layout", f"{cb.layout} (stack {cb.stack})")]
+    if cb.metric_evidence:
+        source = "" if cb.metric_source == "detected" else f"{cb.metric_source}: "
+        out.append(("metric", f"{cb.metric} ({source}{cb.metric_evidence})"))
     if cb.keys:
         out.append(("keys", ", ".join(f"{role}: {key}" for role, key in cb.keys.items())))
     u = cb.usage

@@ -43,6 +43,8 @@ def dac(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) -> Det
                     kind="factorized",
                     codes=codes,
                     metric="cosine",
+                    metric_evidence="DAC compares the l2-normalised in_proj output with l2-normalised codes",
+                    unit_rows=False,  # decode_code reads the stored, un-normalised rows
                     keys={"codes": key, "in_proj": p_in.keys[0], "out_proj": p_out.keys[0]},
                     in_proj=p_in,
                     out_proj=p_out,

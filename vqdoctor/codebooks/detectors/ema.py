@@ -4,7 +4,9 @@
   ``vector_quantize_pytorch.py`` ``Codebook``; tests build the real classes):
   ``[...layers.N|rvqs.G.layers.N.]_codebook.{embed (H, K, d), cluster_size (H, K), embed_avg (H, K, d),
   initted ()}``, ``project_in/out`` on the VectorQuantize (per level) and on ResidualVQ (stack).
-  The cosine variant has the same buffers; its table is stored l2-normalised, which is how we tell.
+  The cosine variant (``use_cosine_sim=True``) has the same buffers and keys: it is told by
+  ``use_cosine_sim`` in the config, else by the EMA rule the buffers follow, else by unit-norm codes
+  (``_metric.py``); its table is stored l2-normalised and looked up as stored.
 - encodec / audiocraft / WavTokenizer (facebookresearch/encodec ``quantization/core_vq.py``
   ``EuclideanCodebook``): ``quantizer.vq.layers.N._codebook.{embed (K, d), cluster_size, embed_avg,
   inited (1,)}``, optional ``vq.layers.N.project_in/out``.
@@ -15,9 +17,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
+from vqdoctor.codebooks.detectors._metric import (
+    UNIT_BUT_EUCLIDEAN,
+    MetricCall,
+    from_codes,
+    from_config,
+    from_vqp_ema,
+    with_codes,
+)
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import (
     flag,
@@ -27,7 +39,6 @@ from vqdoctor.codebooks.detectors._util import (
     linear_keys,
     load_linear,
     split_level,
-    unit_norm,
 )
 from vqdoctor.codebooks.detectors.base import Detection, detector
 from vqdoctor.codebooks.model import Codebook, EmaState
@@ -35,6 +46,27 @@ from vqdoctor.io.store import TensorStore
 
 _AFFINE = ("codebook_mean", "codebook_variance", "codebook_mean_needs_init",
            "codebook_variance_needs_init", "batch_mean", "batch_variance")
+
+
+# (codes (K, d), embed_avg (K, d) | None, cluster_size (K,) | None, stored dtype) -> the metric
+MetricRule = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Tensor | None", torch.dtype], MetricCall]
+
+
+def _euclidean_only(library: str) -> MetricRule:
+    def rule(codes: torch.Tensor, avg: torch.Tensor | None, cs: torch.Tensor | None, dtype: torch.dtype) -> MetricCall:
+        call = with_codes(MetricCall("euclidean", "layout", f"{library} compares by squared L2"), codes, dtype=dtype)
+        unit = from_codes(codes, dtype=dtype, warn=False).metric == "cosine"
+        return MetricCall(call.metric, call.source, call.evidence, UNIT_BUT_EUCLIDEAN if unit else None)
+    return rule
+
+
+def _vqp_rule(config: Mapping[str, Any]) -> MetricRule:
+    def rule(codes: torch.Tensor, avg: torch.Tensor | None, cs: torch.Tensor | None, dtype: torch.dtype) -> MetricCall:
+        call = from_config(config, ("use_cosine_sim",)) or from_vqp_ema(codes, avg, cs, dtype=dtype)
+        if call is not None:
+            return with_codes(call, codes, dtype=dtype)
+        return from_codes(codes, dtype=dtype, warn=False)  # a euclidean vqp table is never unit-norm by init or EMA
+    return rule
 
 
 def _notes(*parts: str | None) -> str | None:
@@ -51,6 +83,7 @@ def _ema_levels(
     flags: tuple[str, ...],
     ndim: int,
     need_flag: bool,
+    metric_rule: MetricRule,
 ) -> list[Level]:
     """Every ``<module>.<table>.embed`` of ``ndim`` dims with its buffers, as levels."""
     levels: list[Level] = []
@@ -89,12 +122,13 @@ def _ema_levels(
         for h in range(heads):
             codes = table3[h].contiguous()  # (K, d)
             zero = is_zero(codes)
-            cosine = unit_norm(codes)
+            call = metric_rule(codes, avgs[h] if avgs is not None else None, sizes[h] if sizes is not None else None,
+                               state.dtype(embed_key))
             name = module or table
             note = _notes(
                 "All codes are zero: the codebook is not initialised yet" + (" (initted=False)." if initted is False else ".")
                 if zero else None,
-                "Cosine lookup inferred from l2-normalised codes." if cosine else None,
+                call.warning,
                 "affine_param buffers present: codes shown without the affine re-scaling." if affine else None,
             )
             role_keys = {"codes": embed_key}
@@ -109,7 +143,10 @@ def _ema_levels(
                         layout=layout,
                         kind="ema",
                         codes=codes,
-                        metric="cosine" if cosine else "euclidean",
+                        metric=call.metric,
+                        metric_source=call.source,
+                        metric_evidence=call.evidence,
+                        unit_rows=True if layout == "vector-quantize-pytorch" else None,
                         keys=role_keys | ema_keys,
                         head=h if heads > 1 else 0,
                         heads=heads if heads > 1 else shared,
@@ -132,21 +169,25 @@ def _ema_levels(
 @detector("vector-quantize-pytorch")
 def vector_quantize_pytorch(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) -> Detection:
     layout = "vector-quantize-pytorch"
-    levels = _ema_levels(state, claimed, table="_codebook", layout=layout, flags=("initted",), ndim=3, need_flag=False)
+    levels = _ema_levels(state, claimed, table="_codebook", layout=layout, flags=("initted",), ndim=3, need_flag=False,
+                         metric_rule=_vqp_rule(config))
     # versions before 1.0 stored (K, d) tables; their flag is spelled "initted" (encodec's is "inited")
-    levels += _ema_levels(state, claimed, table="_codebook", layout=layout, flags=("initted",), ndim=2, need_flag=True)
+    levels += _ema_levels(state, claimed, table="_codebook", layout=layout, flags=("initted",), ndim=2, need_flag=True,
+                          metric_rule=_vqp_rule(config))
     return collect(state, claimed, levels, layout=layout, groups=True)
 
 
 @detector("encodec")
 def encodec(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) -> Detection:
     layout = "encodec"
-    levels = _ema_levels(state, claimed, table="_codebook", layout=layout, flags=("inited",), ndim=2, need_flag=False)
+    levels = _ema_levels(state, claimed, table="_codebook", layout=layout, flags=("inited",), ndim=2, need_flag=False,
+                         metric_rule=_euclidean_only("encodec's EuclideanCodebook"))
     return collect(state, claimed, levels, layout=layout)
 
 
 @detector("hf-encodec")
 def hf_encodec(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) -> Detection:
     layout = "hf-encodec"
-    levels = _ema_levels(state, claimed, table="codebook", layout=layout, flags=("inited", "initted"), ndim=2, need_flag=False)
+    levels = _ema_levels(state, claimed, table="codebook", layout=layout, flags=("inited", "initted"), ndim=2, need_flag=False,
+                         metric_rule=_euclidean_only("transformers' EncodecEuclideanCodebook"))
     return collect(state, claimed, levels, layout=layout)

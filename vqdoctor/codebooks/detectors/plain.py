@@ -20,18 +20,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
+from vqdoctor.codebooks.detectors._metric import MetricCall, from_codes, from_config, with_codes
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import (
     QUANTIZERISH,
     config_mentions,
-    config_values,
     flag,
     is_zero,
     join,
     keys_ending,
     present,
     split_level,
-    unit_norm,
 )
 from vqdoctor.codebooks.detectors.base import Detection, detector
 from vqdoctor.codebooks.model import Codebook, EmaState
@@ -53,11 +54,13 @@ def taming_ema(state: TensorStore, claimed: set[str], config: Mapping[str, Any])
         if len(state.shape(key)) != 2 or not present(state, claimed, size_key, avg_key):
             continue
         codes = state.float32(key)
+        call = from_codes(codes, dtype=state.dtype(key), warn=True)
         ema_keys = {"cluster_size": size_key, "embed_avg": avg_key}
         levels.append(_level(module, key, Codebook(
             name=module or "embedding", layout="taming-ema", kind="ema", codes=codes, keys={"codes": key} | ema_keys,
+            metric=call.metric, metric_source=call.source, metric_evidence=call.evidence,
             ema=EmaState(cluster_size=state.float32(size_key), embed_sum=state.float32(avg_key), keys=ema_keys),
-            note=_ZERO_NOTE if is_zero(codes) else None), {size_key, avg_key}))
+            note=_join(_ZERO_NOTE if is_zero(codes) else None, call.warning)), {size_key, avg_key}))
     return collect(state, claimed, levels, layout="taming-ema")
 
 
@@ -77,15 +80,21 @@ def taming_gumbel(state: TensorStore, claimed: set[str], config: Mapping[str, An
     return collect(state, claimed, levels, layout="taming-gumbel")
 
 
-def _llamagen_metric(config: Mapping[str, Any], codes_unit: bool) -> tuple[str, str]:
-    flags = config_values(config, "codebook_l2_norm")
-    if flags:
-        on = bool(flags[0])
-        return ("cosine" if on else "euclidean"), f"codebook_l2_norm={on} from the checkpoint's config."
-    if codes_unit:
-        return "cosine", "Cosine lookup inferred from l2-normalised codes (codebook_l2_norm is not in the weights)."
-    return "euclidean", ("LlamaGen l2-normalises the lookup when codebook_l2_norm=True (its default), a config "
-                         "flag not stored in the weights and no config was found: compared as euclidean.")
+def _join(*parts: str | None) -> str | None:
+    return " ".join(p for p in parts if p) or None
+
+
+def _llamagen_metric(config: Mapping[str, Any], codes: torch.Tensor, dtype: torch.dtype) -> tuple[MetricCall, str | None]:
+    """(the call, a note): the config's codebook_l2_norm, else the codes."""
+    flagged = from_config(config, ("codebook_l2_norm",))
+    if flagged is not None:
+        return with_codes(flagged, codes, dtype=dtype), None
+    call = from_codes(codes, dtype=dtype, warn=False)
+    if call.metric == "cosine":
+        return call, "codebook_l2_norm is not in the weights and no config was found: cosine from the unit-norm codes."
+    return call, ("LlamaGen l2-normalises the lookup when codebook_l2_norm=True (its default), a config "
+                  "flag not stored in the weights and no config was found: compared as euclidean "
+                  "(pass --metric cosine if the model was trained with codebook_l2_norm=True).")
 
 
 @detector("llamagen")
@@ -96,10 +105,11 @@ def llamagen(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) -
         if len(state.shape(key)) != 2 or not present(state, claimed, used):
             continue
         codes = state.float32(key)
-        metric, why = _llamagen_metric(config, unit_norm(codes))
-        note = " ".join(n for n in (why, _ZERO_NOTE if is_zero(codes) else None) if n)
+        call, why = _llamagen_metric(config, codes, state.dtype(key))
+        note = _join(why, _ZERO_NOTE if is_zero(codes) else None)
         levels.append(_level(module, key, Codebook(
-            name=module or "embedding", layout="llamagen", kind="plain", codes=codes, metric=metric,  # type: ignore[arg-type]
+            name=module or "embedding", layout="llamagen", kind="plain", codes=codes, metric=call.metric,
+            metric_source=call.source, metric_evidence=call.evidence,
             keys={"codes": key, "codebook_used": used},
             ema=EmaState(cluster_size=state.float32(used), is_count=False, keys={"codebook_used": used},
                          note="codebook_used is a ring buffer of the last assigned indices, not usage counts."),
@@ -116,10 +126,13 @@ def vqtorch(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) ->
         if len(state.shape(key)) != 2 or not (flag_key in state or affine):
             continue
         codes = state.float32(key)
+        call = from_codes(codes, dtype=state.dtype(key), warn=True)
         notes = [_ZERO_NOTE if is_zero(codes) else "",
-                 "affine_transform present: its lr_scale is not stored, codes shown without it." if affine else ""]
+                 "affine_transform present: its lr_scale is not stored, codes shown without it." if affine else "",
+                 call.warning or ""]
         levels.append(_level(module, key, Codebook(
             name=module or "codebook", layout="vqtorch", kind="plain", codes=codes, keys={"codes": key},
+            metric=call.metric, metric_source=call.source, metric_evidence=call.evidence,
             ema=EmaState(cluster_size=None, initted=flag(state, flag_key), keys={"initted": flag_key}) if flag_key in state else None,
             note=" ".join(n for n in notes if n) or None), set(affine) | ({flag_key} if flag_key in state else set())))
     return collect(state, claimed, levels, layout="vqtorch")
@@ -143,11 +156,13 @@ def embedding(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) 
                 continue
             taken.add(key)
             codes = state.float32(key)
-            cosine = cosine_lookup or unit_norm(codes)
-            why = ("GLM-Image l2-normalises the lookup (from its config)." if cosine_lookup
-                   else "Cosine lookup inferred from l2-normalised codes." if cosine else "")
-            note = " ".join(n for n in (why, _ZERO_NOTE if is_zero(codes) else "") if n) or None
+            dtype = state.dtype(key)
+            call = (with_codes(MetricCall("cosine", "config", "GLM-Image l2-normalises the lookup (model_type in its config)"),
+                               codes, dtype=dtype) if cosine_lookup
+                    else from_config(config, ("use_cosine_sim", "codebook_l2_norm")) or from_codes(codes, dtype=dtype, warn=True))
+            note = _join(call.warning, _ZERO_NOTE if is_zero(codes) else None)
             levels.append(_level(module, key, Codebook(
                 name=module or key, layout="embedding", kind="plain", codes=codes,
-                metric="cosine" if cosine else "euclidean", keys={"codes": key}, note=note), set()))
+                metric=call.metric, metric_source=call.source, metric_evidence=call.evidence,
+                keys={"codes": key}, note=note), set()))
     return collect(state, claimed, levels, layout="embedding")
