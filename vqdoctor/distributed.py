@@ -178,7 +178,7 @@ def reduce_gathered(g: Gathered, *, group: object = None) -> Gathered:
         st.all_reduce(group)
     total = torch.tensor([g.vectors], dtype=torch.int64, device=dev)
     dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
-    return replace(g, vectors=int(total))
+    return replace(g, vectors=int(total), parking=None)  # per-rank nearest vectors: not reduced (report says dead_parked null)
 
 
 # --------------------------------------------------------------------------------------------

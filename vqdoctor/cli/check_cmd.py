@@ -40,7 +40,7 @@ from vqdoctor.verdicts import CODEBOOK_CHECKS
 
 _DIRECTION = {spec.check: spec.direction for spec in CODEBOOK_CHECKS}
 DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
-OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
+OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "insufficient": "cyan"}
 _T = "Thresholds"
 
 MinUtilOpt = Annotated[Optional[float], typer.Option("--min-utilization", min=0, max=1, help="Fail when the share of used codes is below this.", rich_help_panel=_T)]
@@ -101,6 +101,8 @@ def render_check(result: CheckResult, console: Console) -> None:
             console.print(f"  {remedy}", markup=False, highlight=False)
     verdict = Text("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
     tail = f" - {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"
+    if counts["insufficient"]:
+        tail += f", {counts['insufficient']} not enough data to judge"
     if counts["skipped"] and not result.strict:
         tail += " (--strict fails skipped checks)"
     console.print(Text.assemble(verdict, tail))
