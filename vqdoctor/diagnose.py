@@ -102,6 +102,8 @@ def _codebook_space(stack: Stack, cb: Codebook) -> str:
 
 
 def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: torch.Tensor | None, options: AnalysisOptions) -> _Modes:
+    if options.modes == "none" or (options.modes == "labels" and stream.labels is None):
+        return _Modes("none", [], None, None, False)  # no modes: no tokens or embeddings collapse
     if stream.labels is not None:
         k = int(stream.labels.max()) + 1 if stream.labels.size else 0
         names = stream.label_names or [str(i) for i in range(k)]
@@ -173,6 +175,10 @@ def gather(
     sub_inputs = stream.take_inputs(sub_idx) if stream.take_inputs is not None else None
     modes = _decide_modes(stream, sub_latents, sub_inputs, options)
     n_modes = modes.count if modes.count > 1 else None
+    notes = list(stream.notes)
+    if options.modes != "auto" and modes.count == 0:
+        notes.append(f"--modes {options.modes}: " + ("no labels given, so " if options.modes == "labels" else "")
+                     + "no data modes; tokens and embeddings collapse are not measured.")
     sub_modes = modes.of_batch(sub_latents, sub_sample, sub_inputs) if n_modes else None
     stats = {
         cb.name: UsageStats.empty(cb.size, cb.dim, modes=n_modes, metric=cb.metric, device=device)
@@ -199,7 +205,7 @@ def gather(
     return Gathered(
         description=stream.description, stats=stats, vectors=n_vectors, sub_latents=sub_latents,
         sub_sample=sub_sample, sub_idx=sub_idx, sub_inputs=sub_inputs, mode_names=modes.names,
-        mode_source=modes.source if n_modes else None, sub_modes=sub_modes, notes=list(stream.notes),
+        mode_source=modes.source if n_modes else None, sub_modes=sub_modes, notes=notes,
         parking=parking,
     )
 

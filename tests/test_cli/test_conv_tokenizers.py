@@ -78,3 +78,20 @@ def test_allocation_is_identical_across_seeds_and_layouts(collapsed_conv_tokeniz
             seen.add((tc["allocation_tv"], tuple(tc["dead_parked"]), tuple(tc["starved_modes"])))
     assert len(seen) == 1
     assert next(iter(seen))[0] > 0.15  # and the result is the collapse itself, not noise
+
+
+def test_modes_flag_none_labels_auto(conv_tokenizer):
+    t = conv_tokenizer
+    base = ["--latents", t.latents, "--channel-axis", "1"]
+    none = _inspect(t.checkpoint, *base, "--labels", t.labels, "--modes", "none")
+    assert none["codebooks"][0]["tokens_collapse"] is None and none["embeddings_collapse"] is None
+    assert none["data"]["mode_source"] is None
+    no_labels = _inspect(t.checkpoint, *base, "--modes", "labels")  # never inferred
+    assert no_labels["codebooks"][0]["tokens_collapse"] is None and any("--modes labels" in n for n in no_labels["notes"])
+    labelled = _inspect(t.checkpoint, *base, "--labels", t.labels, "--modes", "labels")
+    assert labelled["data"]["mode_source"] == "labels"
+    auto = _inspect(t.checkpoint, *base)
+    assert auto["data"]["mode_source"].startswith("inferred")
+    assert auto["embeddings_collapse"] is None  # modes found on the latents: nothing independent to compare
+    bad = runner.invoke(app, ["inspect", str(t.checkpoint), *map(str, base), "--modes", "some"])
+    assert bad.exit_code == 2 and "--modes 'some'" in bad.output

@@ -28,7 +28,7 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
-    analysis_options, data_options,
+    ModesOpt, analysis_options, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.runs import analyse
@@ -130,6 +130,7 @@ def check_command(
     batch_size: BatchSizeOpt = 8192,
     max_vectors: MaxVectorsOpt = None,
     memory_budget_mb: BudgetOpt = 256,
+    modes: ModesOpt = "auto",
     min_utilization: MinUtilOpt = None,
     max_dead_fraction: MaxDeadOpt = None,
     min_normalized_perplexity: MinPplOpt = None,
@@ -158,7 +159,7 @@ def check_command(
         max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb)
+                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb, modes=modes)
     limits = Thresholds(
         min_utilization=min_utilization, max_dead_fraction=max_dead_fraction,
         min_normalized_perplexity=min_normalized_perplexity, max_allocation_tv=max_allocation_tv,

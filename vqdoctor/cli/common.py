@@ -32,7 +32,10 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for subsampling, clus
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="i/n", help="Take only slice i of n (0-based) of the data, e.g. 0/4; save with --save-stats and combine with vqdoctor merge.", rich_help_panel="Run")]
 BudgetOpt = Annotated[int, typer.Option("--memory-budget-mb", min=1, help="Memory for one distance block (never an N×K matrix).", rich_help_panel="Run")]
 
+ModesOpt = Annotated[str, typer.Option("--modes", help="Data modes for tokens/embeddings collapse: auto (labels, else inferred by GMM-BIC), labels (only given labels; never inferred) or none (skip both).", rich_help_panel="Analysis")]
+
 PROJECTIONS = ("tsne", "umap", "pca", "none")
+MODES = ("auto", "labels", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -57,11 +60,19 @@ def data_options(
 
 
 def analysis_options(*, codebook: str | None, min_count: int, subsample: int, projection: str, seed: int,
-                     memory_budget_mb: int) -> AnalysisOptions:
+                     memory_budget_mb: int, modes: str = "auto") -> AnalysisOptions:
     if projection not in PROJECTIONS:
         raise UsageError(f"--projection {projection!r} is not one of {', '.join(PROJECTIONS)}.")
+    check_modes(modes)
     return AnalysisOptions(codebook=codebook, min_count=min_count, subsample=subsample, projection=projection,
-                           seed=seed, memory_budget_mb=memory_budget_mb)
+                           seed=seed, memory_budget_mb=memory_budget_mb, modes=modes)
+
+
+def check_modes(modes: str) -> str:
+    if modes not in MODES:
+        raise UsageError(f"--modes {modes!r} is not one of {', '.join(MODES)}.",
+                         "Use auto (labels, else inferred), labels (never inferred) or none.")
+    return modes
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

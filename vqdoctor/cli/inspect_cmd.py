@@ -12,7 +12,7 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, ImageSizeOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt,
-    ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
+    ModesOpt, ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
@@ -51,6 +51,7 @@ def inspect_command(
     min_count: MinCountOpt = 1,
     subsample: SubsampleOpt = 4000,
     projection: ProjectionOpt = "pca",
+    modes: ModesOpt = "auto",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 8192,
@@ -72,7 +73,7 @@ def inspect_command(
         max_vectors=max_vectors, shard=parse_shard(shard),
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb)
+                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb, modes=modes)
     err = Console(stderr=True)
     if default:
         err.print(f"No checkpoint given: inspecting the shipped sample [bold]{DEFAULT_SAMPLE}[/] ({path}).")
