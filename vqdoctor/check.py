@@ -307,7 +307,7 @@ def _pair_names(pairs: list[MergedPair]) -> list[str]:
 
 
 def _merged_pairs_item(ec: EmbeddingsCollapse | None, bound: int) -> CheckItem:
-    if ec is None:
+    if ec is None or ec.input_knn_purity is None:  # no input-side comparison: merged pairs are not judged
         return CheckItem(MERGED_PAIRS, None, "threshold", "skipped", None, bound, None,
                          _SECTION_REASON["embeddings_collapse"], None)
     n = len(ec.merged_pairs)
@@ -360,6 +360,10 @@ def _baseline_items(report: Report, baseline: Mapping[str, Any], max_regression:
 
 
 def _merged_pairs_regression(ec: EmbeddingsCollapse | None, base: Mapping[str, Any] | None) -> CheckItem:
+    if ec is not None and ec.input_knn_purity is None:
+        ec = None  # latent side only: nothing to compare
+    if base is not None and base.get("input_knn_purity", 0.0) is None:
+        base = None
     if ec is None or base is None:
         side = "this run" if ec is None else "the baseline"
         return CheckItem(MERGED_PAIRS, None, "baseline", "skipped", None if ec is None else float(len(ec.merged_pairs)),
