@@ -95,3 +95,23 @@ def test_modes_flag_none_labels_auto(conv_tokenizer):
     assert auto["embeddings_collapse"] is None  # modes found on the latents: nothing independent to compare
     bad = runner.invoke(app, ["inspect", str(t.checkpoint), *map(str, base), "--modes", "some"])
     assert bad.exit_code == 2 and "--modes 'some'" in bad.output
+
+
+def test_inputs_with_latents_give_the_input_side_comparison(conv_tokenizer, tmp_path):
+    t = conv_tokenizer
+    doc = _inspect(t.checkpoint, "--latents", t.latents, "--channel-axis", "1", "--inputs", t.inputs)
+    ec = doc["embeddings_collapse"]
+    assert doc["data"]["mode_source"] == "labels"  # the labels stored with the inputs
+    assert ec["input_knn_purity"] is not None and ec["merged_pairs"] == [] and "against the item's input" in ec["comparison"]
+    encoded = _inspect(t.checkpoint, "--inputs", t.inputs, "--encoder", t.encoder)["embeddings_collapse"]
+    assert ec["input_knn_purity"] == encoded["input_knn_purity"]  # same rows, same comparison
+    assert abs(ec["latent_knn_purity"] - encoded["latent_knn_purity"]) < 0.01
+    assert "merged_pairs" in {v["check"] for v in doc["verdicts"]}
+    # rows must align: a different count is one paragraph naming both
+    x = np.load(t.inputs)
+    np.savez(tmp_path / "short.npz", x=x["x"][:100], y=x["y"][:100])
+    res = runner.invoke(app, ["inspect", str(t.checkpoint), "--latents", str(t.latents), "--channel-axis", "1",
+                              "--inputs", str(tmp_path / "short.npz")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    out = " ".join(res.output.split())
+    assert "has 100 items" in out and "has 1797 samples" in out

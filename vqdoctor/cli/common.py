@@ -46,8 +46,9 @@ def data_options(
 ) -> DataOptions:
     if device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
-    if latents is not None and (inputs is not None or model is not None or encoder is not None):
-        raise UsageError("--latents cannot be combined with --inputs/--model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.")
+    if latents is not None and (model is not None or encoder is not None):
+        raise UsageError("--latents cannot be combined with --model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.",
+                         "With --latents, --inputs may name the raw items the latents came from (row for row), for the input-vs-latent comparison.")
     if (model is not None or encoder is not None) and inputs is None:
         raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
     if model is not None and encoder is not None:
