@@ -17,7 +17,7 @@ import torch
 
 from vqdoctor import __version__
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
-from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack
+from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack, stack_input_dim
 from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.geometry import geometry_metrics, w_metrics
@@ -116,6 +116,24 @@ def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: t
     return _Modes(f"inferred: {model.rule} on {where}", names, None, model, on_inputs)
 
 
+def _check_stacks_fit(discovery: Discovery, dim: int, description: str) -> None:
+    """Latents of dim ``dim`` must fit every stack; the error names every stack and what it reads."""
+    wants = []
+    bad = False
+    for stack in discovery.stacks:
+        expected = stack_input_dim(stack)
+        if stack.channels is not None:
+            lo, hi = stack.channels
+            wants.append(f"{stack.name!r} reads channels [{lo}, {hi})")
+            bad |= dim < hi
+        else:
+            wants.append(f"{stack.name!r} expects dim={expected}")
+            bad |= expected is not None and dim != expected
+    if bad:
+        raise DataError(f"The latents ({description}) have dim={dim}, which does not fit every stack: {'; '.join(wants)}.",
+                        "Pass --channel-axis for B×d×H×W / B×T×d latents, or --codebook to pick the stacks these latents feed.")
+
+
 def _item_latents(x: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
     """Each item's latents as one row, like its input: (m, D), (m,) -> (s, P*D) with the item's P
     positions concatenated in order (P = 1: the vectors themselves), the items in sample order,
@@ -172,6 +190,7 @@ def gather(
     sub_idx = stratified_indices(stream.n_samples, options.subsample, strata=stream.labels, seed=options.seed)
     sub_latents, sub_sample = stream.take(sub_idx)
     sub_latents, sub_sample = sub_latents.to(device), sub_sample.to(device)
+    _check_stacks_fit(discovery, int(sub_latents.shape[1]), stream.description)
     sub_inputs = stream.take_inputs(sub_idx) if stream.take_inputs is not None else None
     modes = _decide_modes(stream, sub_latents, sub_inputs, options)
     n_modes = modes.count if modes.count > 1 else None
