@@ -106,15 +106,25 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
     shard = data.shard
     if data.latents is not None:
         src = open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels)
+        raw = _aligned_inputs(data, src.n_samples) if data.inputs is not None else None
+        features = None if raw is None else _input_features(raw)
 
         def latent_batches() -> Iterator[Batch]:
             for x, sample in prefetch(src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors)):
-                yield x, sample, None
+                if features is None:
+                    yield x, sample, None
+                else:  # the batch's items' inputs, one row per distinct item in increasing order
+                    yield x, sample, features(raw.take(torch.unique(sample).numpy()))
 
+        labels, names = src.labels, src.label_names
+        if labels is None and raw is not None:
+            labels, names = raw.labels, raw.label_names
+        paired = "" if raw is None else f", with inputs {data.inputs} ({raw.n} items, row for row)"
         return VectorStream(
-            description=f"latents: {data.latents} ({src.n_vectors} vectors of dim {src.dim})",
-            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=src.labels,
-            label_names=src.label_names,
+            description=f"latents: {data.latents} ({src.n_vectors} vectors of dim {src.dim}){paired}",
+            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=labels,
+            label_names=names,
+            take_inputs=None if raw is None else (lambda samples: features(raw.take(samples))),
         )
 
     inputs_path = data.inputs
@@ -186,6 +196,29 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
         take_inputs=lambda samples: input_features(inp.take(samples)),
         labels=inp.labels, label_names=inp.label_names, notes=notes,
     )
+
+
+def _aligned_inputs(data: DataOptions, n_samples: int):  # -> InputSource
+    """Raw inputs given with --latents: row i of the inputs is the item of latent sample i."""
+    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds)
+    if inp.n != n_samples:
+        raise DataError(
+            f"--inputs {data.inputs} has {inp.n} items but --latents {data.latents} has {n_samples} samples; "
+            "they must be aligned row for row.",
+            "Pass the inputs the latents were encoded from, in the same order (one latent sample per input item).")
+    return inp
+
+
+def _input_features(inp) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Raw items -> (s, F) features for the input-side comparison (a seeded sketch above SKETCH_DIM)."""
+    features = math.prod(inp.sample_shape)
+    sketch = random_projection(features) if features > SKETCH_DIM else None
+
+    def f(xb: torch.Tensor) -> torch.Tensor:
+        flat = xb.reshape(xb.shape[0], -1).float()
+        return flat if sketch is None else flat @ sketch
+
+    return f
 
 
 def checkpoint_info(ckpt: Checkpoint) -> CheckpointInfo:

@@ -32,12 +32,13 @@ from vqdoctor.verdicts import (
     EMBEDDINGS_REMEDY,
     MERGED_PAIRS_FAIL,
     CheckSpec,
+    judge,
     status_of,
     with_bounds,
 )
 
 CHECK_SCHEMA = "vqdoctor.check/1"
-Outcome = Literal["pass", "fail", "skipped"]
+Outcome = Literal["pass", "fail", "skipped", "insufficient"]  # insufficient: not enough data to judge
 Kind = Literal["threshold", "baseline"]
 
 DEFAULT_MAX_REGRESSION = 0.05
@@ -220,7 +221,7 @@ class CheckResult:
         return 0 if self.passed else 1
 
     def summary(self) -> dict[str, int]:
-        return {o: sum(1 for i in self.items if i.outcome == o) for o in ("pass", "fail", "skipped")}
+        return {o: sum(1 for i in self.items if i.outcome == o) for o in ("pass", "fail", "skipped", "insufficient")}
 
     def to_dict(self) -> dict[str, Any]:
         """The ``check`` part of the ``vqdoctor.check/1`` document (see :func:`check_document`)."""
@@ -276,16 +277,26 @@ def _threshold_items(report: Report, limits: Thresholds, ckpt: str) -> list[Chec
                 items.append(CheckItem(spec.check, cb.name, "threshold", "skipped", None, bound, None,
                                        _skip_reason(spec.check, cb), None, spec.percent))
                 continue
-            status, _ = status_of(value, direction=spec.direction, warn=None, fail=spec.fail)
+            default = _SPECS[spec.check].warn  # the warn band is where too little data makes a value unjudgeable
+            stricter = default is not None and (default > bound if spec.direction == "min" else default < bound)
+            status, raw_bound, clause = judge(spec, cb, value, warn=default if stricter else None, fail=float(bound))
             relation = ">=" if spec.direction == "min" else "<="
             shown = f"{spec.describe} is {_fmt(value, spec.percent)}"
+            if raw_bound is not None and spec.scaled is not None and status == "fail":
+                bound_shown = _fmt(raw_bound, spec.percent)
+            else:
+                bound_shown = _fmt(bound, spec.percent) + (" of what a perfect codebook reaches" if spec.scaled is not None and cb.usage is not None else "")
+            if status == "insufficient":
+                items.append(CheckItem(spec.check, cb.name, "threshold", "insufficient", float(value), bound, None,
+                                       f"{shown}{clause}", None, spec.percent))
+                continue
             if status == "fail":
                 items.append(CheckItem(spec.check, cb.name, "threshold", "fail", float(value), bound, None,
-                                       f"{shown}; required {relation} {_fmt(bound, spec.percent)}",
+                                       f"{shown}; required {relation} {bound_shown}{clause}",
                                        spec.remedy.format(ckpt=ckpt, codebook=cb.name), spec.percent))
             else:
                 items.append(CheckItem(spec.check, cb.name, "threshold", "pass", float(value), bound, None,
-                                       f"{shown} ({relation} {_fmt(bound, spec.percent)})", None, spec.percent))
+                                       f"{shown} ({relation} {bound_shown}){clause}", None, spec.percent))
     if limits.max_merged_pairs is not None:
         items.append(_merged_pairs_item(report.embeddings_collapse, limits.max_merged_pairs))
     return items
@@ -296,7 +307,7 @@ def _pair_names(pairs: list[MergedPair]) -> list[str]:
 
 
 def _merged_pairs_item(ec: EmbeddingsCollapse | None, bound: int) -> CheckItem:
-    if ec is None:
+    if ec is None or ec.input_knn_purity is None:  # no input-side comparison: merged pairs are not judged
         return CheckItem(MERGED_PAIRS, None, "threshold", "skipped", None, bound, None,
                          _SECTION_REASON["embeddings_collapse"], None)
     n = len(ec.merged_pairs)
@@ -349,6 +360,10 @@ def _baseline_items(report: Report, baseline: Mapping[str, Any], max_regression:
 
 
 def _merged_pairs_regression(ec: EmbeddingsCollapse | None, base: Mapping[str, Any] | None) -> CheckItem:
+    if ec is not None and ec.input_knn_purity is None:
+        ec = None  # latent side only: nothing to compare
+    if base is not None and base.get("input_knn_purity", 0.0) is None:
+        base = None
     if ec is None or base is None:
         side = "this run" if ec is None else "the baseline"
         return CheckItem(MERGED_PAIRS, None, "baseline", "skipped", None if ec is None else float(len(ec.merged_pairs)),
@@ -379,8 +394,9 @@ def evaluate(
 ) -> CheckResult:
     """Judge ``report`` against ``thresholds`` (per codebook, per level for stacks; merged pairs
     model-wide) and, when given, against ``baseline`` (a ``vqdoctor.report/1`` dict): one CheckItem
-    per check per codebook. A value that does not apply is "skipped" with the reason; with
-    ``strict`` a skipped check fails instead. ``ckpt`` fills the remedies (default: the report's path)."""
+    per check per codebook. A value that does not apply is "skipped" with the reason; one the data
+    are too few to judge (docs/verdicts.md, "Sample size") is "insufficient", which does not fail;
+    with ``strict`` a skipped or insufficient check fails instead. ``ckpt`` fills the remedies (default: the report's path)."""
     if max_regression < 0:
         raise UsageError(f"max_regression = {max_regression} is negative.", "Pass a relative tolerance such as 0.05.")
     ckpt = report.checkpoint.path if ckpt is None else ckpt
@@ -395,6 +411,10 @@ def evaluate(
 
 
 def _strict(item: CheckItem) -> CheckItem:
+    if item.outcome == "insufficient":  # --strict: a check that cannot be judged fails
+        return CheckItem(item.check, item.codebook, item.kind, "fail", item.value, item.threshold, item.baseline,
+                         f"not enough data to judge (--strict): {item.message}", "pass more data, or drop --strict",
+                         item.percent)
     if item.outcome != "skipped":
         return item
     return CheckItem(item.check, item.codebook, item.kind, "fail", item.value, item.threshold, item.baseline,

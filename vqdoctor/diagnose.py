@@ -17,14 +17,16 @@ import torch
 
 from vqdoctor import __version__
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
-from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack
-from vqdoctor.core.collapse import dead_code_modes, embeddings_collapse, tokens_collapse
+from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack, stack_input_dim
+from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.geometry import geometry_metrics, w_metrics
 from vqdoctor.core.modes import ModeModel, fit_modes
 from vqdoctor.core.projection import project_2d
 from vqdoctor.core.subsample import stratified_indices
 from vqdoctor.core.gathered import Gathered
+from vqdoctor.core.results import EmbeddingsCollapse
+from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import DataError
 from vqdoctor.options import AnalysisOptions
@@ -100,6 +102,8 @@ def _codebook_space(stack: Stack, cb: Codebook) -> str:
 
 
 def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: torch.Tensor | None, options: AnalysisOptions) -> _Modes:
+    if options.modes == "none" or (options.modes == "labels" and stream.labels is None):
+        return _Modes("none", [], None, None, False)  # no modes: no tokens or embeddings collapse
     if stream.labels is not None:
         k = int(stream.labels.max()) + 1 if stream.labels.size else 0
         names = stream.label_names or [str(i) for i in range(k)]
@@ -112,12 +116,65 @@ def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: t
     return _Modes(f"inferred: {model.rule} on {where}", names, None, model, on_inputs)
 
 
-def _pool_per_sample(x: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of each sample's vectors: (m, D), (m,) -> (s, D) and the samples, in sample order."""
-    uniq, inverse = torch.unique(sample, return_inverse=True)
-    sums = torch.zeros(len(uniq), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
-    counts = torch.bincount(inverse, minlength=len(uniq)).clamp_min(1).unsqueeze(1)
-    return sums / counts, uniq
+def _check_stacks_fit(discovery: Discovery, dim: int, description: str) -> None:
+    """Latents of dim ``dim`` must fit every stack; the error names every stack and what it reads."""
+    wants = []
+    bad = False
+    for stack in discovery.stacks:
+        expected = stack_input_dim(stack)
+        if stack.channels is not None:
+            lo, hi = stack.channels
+            wants.append(f"{stack.name!r} reads channels [{lo}, {hi})")
+            bad |= dim < hi
+        else:
+            wants.append(f"{stack.name!r} expects dim={expected}")
+            bad |= expected is not None and dim != expected
+    if bad:
+        raise DataError(f"The latents ({description}) have dim={dim}, which does not fit every stack: {'; '.join(wants)}.",
+                        "Pass --channel-axis for B×d×H×W / B×T×d latents, or --codebook to pick the stacks these latents feed.")
+
+
+def _item_latents(x: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """Each item's latents as one row, like its input: (m, D), (m,) -> (s, P*D) with the item's P
+    positions concatenated in order (P = 1: the vectors themselves), the items in sample order,
+    and P. None when items have different numbers of positions (no like-for-like row)."""
+    uniq, inverse, counts = torch.unique(sample, return_inverse=True, return_counts=True)
+    positions = int(counts[0]) if counts.numel() else 1
+    if bool((counts != positions).any()):
+        return None
+    if positions == 1:
+        return x[torch.argsort(inverse)], uniq, 1
+    order = torch.argsort(inverse, stable=True)  # items in sample order, positions in stream order
+    rows = x[order].reshape(len(uniq), positions * x.shape[1])
+    if rows.shape[1] > SKETCH_DIM:  # distances kept (Johnson-Lindenstrauss), as for wide inputs
+        rows = rows.float().cpu() @ random_projection(rows.shape[1], seed=0)
+    return rows, uniq, positions
+
+
+def _embeddings(g: Gathered, options: AnalysisOptions) -> tuple[EmbeddingsCollapse | None, str | None]:
+    """The embeddings-collapse section, compared like for like (docs/verdicts.md): one row per
+    item in both spaces, per-item modes. Returns (section or None, a note for the report)."""
+    if g.mode_source is not None and g.mode_source.endswith("on latents"):
+        return None, ("Embeddings collapse not measured: the modes were inferred on the latents themselves, so "
+                      "there is nothing independent to compare them with; pass --labels or --inputs.")
+    items = _item_latents(g.sub_latents, g.sub_sample)
+    if items is None:
+        return None, "Embeddings collapse not measured: items have different numbers of latent positions."
+    rows, samples, positions = items
+    dim = int(g.sub_latents.shape[1])
+    how = ("one latent vector per item" if positions == 1
+           else f"each item's latent map ({positions} positions x {dim} channels) flattened into one row, like its input"
+           + (f" (seeded {SKETCH_DIM}-d random projection)" if positions * dim > SKETCH_DIM else ""))
+    modes = _modes_of_samples(samples, g.sub_sample, g.sub_modes)
+    inputs_for = None
+    if g.sub_inputs is not None:
+        inputs_for = g.sub_inputs[torch.from_numpy(_rows_of(g.sub_idx, samples))].float().cpu()
+        comparison = f"{how}, against the item's input"
+    else:
+        comparison = f"{how}; latent side only: merged pairs need the raw inputs (--inputs)"
+    ec = embeddings_collapse(rows.float().cpu(), modes.cpu(), inputs=inputs_for, labels=g.mode_names,
+                             mode_source=g.mode_source or "", seed=options.seed, comparison=comparison)
+    return ec, f"Embeddings collapse compares {comparison}."
 
 
 def gather(
@@ -133,14 +190,22 @@ def gather(
     sub_idx = stratified_indices(stream.n_samples, options.subsample, strata=stream.labels, seed=options.seed)
     sub_latents, sub_sample = stream.take(sub_idx)
     sub_latents, sub_sample = sub_latents.to(device), sub_sample.to(device)
+    _check_stacks_fit(discovery, int(sub_latents.shape[1]), stream.description)
     sub_inputs = stream.take_inputs(sub_idx) if stream.take_inputs is not None else None
     modes = _decide_modes(stream, sub_latents, sub_inputs, options)
     n_modes = modes.count if modes.count > 1 else None
+    notes = list(stream.notes)
+    if options.modes != "auto" and modes.count == 0:
+        notes.append(f"--modes {options.modes}: " + ("no labels given, so " if options.modes == "labels" else "")
+                     + "no data modes; tokens and embeddings collapse are not measured.")
     sub_modes = modes.of_batch(sub_latents, sub_sample, sub_inputs) if n_modes else None
     stats = {
         cb.name: UsageStats.empty(cb.size, cb.dim, modes=n_modes, metric=cb.metric, device=device)
         for s in discovery.stacks for cb in s.codebooks if cb.assignable
     }
+    # where the dead codes sit, over every vector (not the subsample): only with modes
+    parking = {name: DeadCodeParking.empty(st.size, device=device) for name, st in stats.items()} if n_modes else None
+    codes_of = {cb.name: cb.codes.float().to(device) for s in discovery.stacks for cb in s.codebooks if cb.assignable}
     prepared = [prepare_stack(stack, device) for stack in discovery.stacks]
     n_vectors = 0
     for x, sample, inputs in stream.batches():
@@ -150,13 +215,17 @@ def gather(
             for lo in run_stack(stack, x, budget_bytes=budget, prepared=ready):
                 m = batch_modes[lo.rows] if batch_modes is not None else None
                 stats[lo.codebook.name].update(lo.idx, lo.sq_err, lo.vectors, m)
+                if parking is not None:
+                    name = lo.codebook.name
+                    parking[name].update(codes_of[name], stats[name].counts, lo.vectors, m, metric=lo.codebook.metric)
         n_vectors += x.shape[0]
         if progress is not None:
             progress(x.shape[0])
     return Gathered(
         description=stream.description, stats=stats, vectors=n_vectors, sub_latents=sub_latents,
         sub_sample=sub_sample, sub_idx=sub_idx, sub_inputs=sub_inputs, mode_names=modes.names,
-        mode_source=modes.source if n_modes else None, sub_modes=sub_modes, notes=list(stream.notes),
+        mode_source=modes.source if n_modes else None, sub_modes=sub_modes, notes=notes,
+        parking=parking,
     )
 
 
@@ -191,17 +260,9 @@ def build_report(
         data_info = DataInfo(source=g.description, vectors=g.vectors, dim=int(g.sub_latents.shape[1]),
                              mode_source=g.mode_source)
         if g.sub_modes is not None and g.mode_source is not None:
-            pooled, pooled_samples = _pool_per_sample(g.sub_latents, g.sub_sample)
-            pooled_modes = _modes_of_samples(pooled_samples, g.sub_sample, g.sub_modes)
-            inputs_for = None
-            if g.sub_inputs is not None:
-                inputs_for = g.sub_inputs[torch.from_numpy(_rows_of(g.sub_idx, pooled_samples))]
-            embeddings = embeddings_collapse(
-                pooled.cpu(), pooled_modes.cpu(), inputs=None if inputs_for is None else inputs_for.float().cpu(),
-                labels=g.mode_names, mode_source=g.mode_source, seed=options.seed,
-            )
-            if g.sub_latents.shape[0] != pooled.shape[0]:
-                notes.append("Embeddings collapse compares per-sample means of the latents with the inputs.")
+            embeddings, note = _embeddings(g, options)
+            if note:
+                notes.append(note)
         projection = _projection(codebooks, sub_out, g.sub_modes, g.sub_inputs, options)
 
     reports: list[CodebookReport] = []
@@ -238,8 +299,7 @@ def diagnose(
 
 
 def _modes_of_samples(samples: torch.Tensor, sub_sample: torch.Tensor, sub_modes: torch.Tensor) -> torch.Tensor:
-    """One mode per pooled sample: the mode of the sample's first vector (labels and input-inferred
-    modes are per sample anyway; latent-inferred modes of multi-vector samples take the first)."""
+    """One mode per item: the mode of its first vector (labels and input-inferred modes are per item)."""
     first = {}
     for i, s in enumerate(sub_sample.cpu().tolist()):
         first.setdefault(s, i)
@@ -294,8 +354,9 @@ def _codebook_report(stack: Stack, cb: Codebook, st: UsageStats | None, sub: Lev
     geometry = geometry_metrics(codes, metric=cb.metric, sample=sample, seed=options.seed)
     w = w_metrics(cb.w.float(), source=cb.keys.get("w", "W")) if cb.w is not None else None
     tokens = None
-    if st is not None and st.mode_counts is not None and g is not None and g.sub_modes is not None and sub is not None:
-        dead = dead_code_modes(codes, metric=cb.metric, sample=sample, sample_modes=g.sub_modes[sub.rows].cpu())
+    if st is not None and st.mode_counts is not None and g is not None and g.mode_source is not None:
+        park = g.parking.get(cb.name) if g.parking is not None else None
+        dead = park.mode.cpu() if park is not None else None
         tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=dead, labels=g.mode_names,
                                  mode_source=g.mode_source or "")
     counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None

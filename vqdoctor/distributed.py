@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
+from vqdoctor.core.collapse import DeadCodeParking
 from vqdoctor.core.gathered import Gathered
 from vqdoctor.core.kmeans import KMeansResult, kmeans, lloyd_step_sums, seed_kmeanspp
 from vqdoctor.errors import UsageError
@@ -178,7 +179,17 @@ def reduce_gathered(g: Gathered, *, group: object = None) -> Gathered:
         st.all_reduce(group)
     total = torch.tensor([g.vectors], dtype=torch.int64, device=dev)
     dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
-    return replace(g, vectors=int(total))
+    parking = None
+    if g.parking is not None:  # nearest vector of each code over all ranks: minimum distance, its mode
+        parking = {}
+        for name in sorted(g.parking):
+            p = g.parking[name]
+            best, mode = p.best.to(dev).clone(), p.mode.to(dev)
+            dist.all_reduce(best, op=dist.ReduceOp.MIN, group=group)
+            mine = torch.where(p.best.to(dev) == best, mode, torch.full_like(mode, -1))
+            dist.all_reduce(mine, op=dist.ReduceOp.MAX, group=group)  # a tie across ranks: the larger mode id
+            parking[name] = DeadCodeParking(best, mine)
+    return replace(g, vectors=int(total), parking=parking)
 
 
 # --------------------------------------------------------------------------------------------

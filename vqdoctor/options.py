@@ -39,3 +39,4 @@ class AnalysisOptions:
     memory_budget_mb: int = 256  # per distance block
     seed: int = 0
     keep_counts: bool = True  # keep per-code counts in the Report (plots)
+    modes: str = "auto"  # data modes: auto (labels, else inferred) | labels (never inferred) | none

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from vqdoctor.core.results import EmbeddingsCollapse
+from vqdoctor.core.expect import vectors_needed
+from vqdoctor.core.results import EmbeddingsCollapse, TokensCollapse
 from vqdoctor.report.schema import CodebookReport, Finding, Status, Verdict
 
 Direction = Literal["min", "max"]  # "min": the value must stay above the bounds; "max": below
@@ -27,6 +28,12 @@ class CheckSpec:
     remedy: str  # command template; {ckpt} and {codebook} are filled in
     value: Callable[[CodebookReport], float | None]
     percent: bool = False  # show the value as a percentage
+    # sample size (docs/verdicts.md): a bound on the value *relative* to what a perfect codebook
+    # reaches with the same N, turned into a bound on the value itself; None: judged as it is
+    scaled: Callable[[CodebookReport, float], float] | None = None
+    # whether the data suffice to judge (None: always); when not, a non-ok status that is not a
+    # fail becomes "insufficient" (with the N needed, from ``needed``)
+    needed: Callable[[CodebookReport], int | None] | None = None
 
 
 def _usage(attr: str) -> Callable[[CodebookReport], float | None]:
@@ -66,6 +73,41 @@ def _outside_fraction(cb: CodebookReport) -> float | None:
     return g.codes_outside_support / cb.size
 
 
+def _expected_utilization(cb: CodebookReport, bound: float) -> float:
+    u = cb.usage
+    return bound if u is None or u.expected_utilization is None else bound * u.expected_utilization
+
+
+def _expected_dead(cb: CodebookReport, bound: float) -> float:
+    u = cb.usage
+    if u is None or u.expected_dead_codes is None:
+        return bound
+    alive = cb.size - u.expected_dead_codes  # codes a perfect codebook keeps alive at this N
+    return (u.expected_dead_codes + bound * alive) / cb.size
+
+
+def _expected_perplexity(cb: CodebookReport, bound: float) -> float:
+    u = cb.usage
+    return bound if u is None or u.expected_perplexity is None else bound * u.expected_perplexity / cb.size
+
+
+def _usage_needed(cb: CodebookReport) -> int | None:
+    """N needed to judge usage: a perfect codebook uses 95% of its codes (None: N suffices)."""
+    u = cb.usage
+    if u is None or u.vectors_for_95 is None or u.vectors >= u.vectors_for_95:
+        return None
+    return u.vectors_for_95
+
+
+def _allocation_needed(cb: CodebookReport) -> int | None:
+    """N needed to judge the allocation over the live codes: 95% of them filled by a perfect codebook."""
+    tc = cb.tokens_collapse
+    if tc is None or cb.usage is None or tc.live_codes is None:
+        return None
+    need = vectors_needed(max(1, tc.live_codes), 0.95)
+    return need if cb.usage.vectors < need else None
+
+
 def _sees_data_modes(cb: CodebookReport) -> bool:
     """Residual levels after the first quantize what earlier levels left over, not the data's
     peaks: their code-to-mode allocation is reported but not judged."""
@@ -77,7 +119,13 @@ def _allocation_tv(cb: CodebookReport) -> float | None:
 
 
 def _starved(cb: CodebookReport) -> float | None:
-    return float(len(cb.tokens_collapse.starved_modes)) if _sees_data_modes(cb) else None  # type: ignore[union-attr]
+    """Starved modes among those with enough vectors to judge; None when no mode has."""
+    if not _sees_data_modes(cb):
+        return None
+    tc = cb.tokens_collapse
+    assert tc is not None
+    judged = [m for m in tc.per_mode if m.ratio is not None and m.mode not in (tc.insufficient_modes or [])]
+    return float(len(tc.starved_modes)) if judged else None
 
 
 KMEANS = "vqdoctor fix kmeans {ckpt} --codebook '{codebook}' --out fixed.safetensors (data options as here; --encoder-from PRETRAINED to initialise from a pretrained encoder)"
@@ -85,16 +133,21 @@ REVIVE = "vqdoctor fix revive {ckpt} --codebook '{codebook}' --out fixed.safeten
 SIMVQ = "vqdoctor fix simvq {ckpt} --codebook '{codebook}' --mode paper --out simvq.safetensors, then retrain with W learned"
 
 CODEBOOK_CHECKS: tuple[CheckSpec, ...] = (
-    CheckSpec("utilization", "share of codes used at least once", "min", 0.8, 0.3, REVIVE, _usage("utilization"), percent=True),
-    CheckSpec("dead_fraction", "share of dead codes (below --min-count)", "max", 0.2, 0.5, REVIVE, _dead_fraction, percent=True),
-    CheckSpec("normalized_perplexity", "perplexity / K", "min", 0.5, 0.2, KMEANS, _usage("normalized_perplexity")),
+    CheckSpec("utilization", "share of codes used at least once", "min", 0.8, 0.3, REVIVE, _usage("utilization"), percent=True,
+              scaled=_expected_utilization, needed=_usage_needed),
+    CheckSpec("dead_fraction", "share of dead codes (below --min-count)", "max", 0.2, 0.5, REVIVE, _dead_fraction, percent=True,
+              scaled=_expected_dead, needed=_usage_needed),
+    CheckSpec("normalized_perplexity", "perplexity / K", "min", 0.5, 0.2, KMEANS, _usage("normalized_perplexity"),
+              scaled=_expected_perplexity, needed=_usage_needed),
     CheckSpec("relative_mse", "quantization MSE / latent variance", "max", 0.5, 0.9, KMEANS, _usage("relative_mse")),
     CheckSpec("ema_dead_fraction", "share of codes the EMA buffer says are dead (usage < 0.1 x uniform)", "max", 0.2, 0.5, REVIVE, _ema_dead_fraction, percent=True),
     CheckSpec("rank_fraction", "numerical rank / min(K, d) of the codebook", "min", 0.5, None, SIMVQ, _rank_fraction),
     CheckSpec("duplicate_fraction", "share of codes that duplicate another code", "max", 0.05, 0.25, REVIVE, _duplicate_fraction, percent=True),
     CheckSpec("outside_support_fraction", "share of codes outside the latents' support", "max", 0.1, 0.3, KMEANS, _outside_fraction, percent=True),
-    CheckSpec("allocation_tv", "total variation between code shares and data shares over modes", "max", 0.15, 0.3, KMEANS, _allocation_tv),
-    CheckSpec("starved_modes", "data modes with code share < 0.5 x data share", "max", 0.5, 1.5, KMEANS, _starved),
+    CheckSpec("allocation_tv", "total variation between live-code shares and data shares over modes", "max", 0.15, 0.3, KMEANS, _allocation_tv,
+              needed=_allocation_needed),
+    CheckSpec("starved_modes", "data modes with live-code share < 0.5 x data share", "max", 0.5, 1.5, KMEANS, _starved,
+              needed=_allocation_needed),
 )
 
 MERGED_PAIRS_WARN = None  # no warn level:
@@ -119,6 +172,26 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{value:.1%}" if percent else f"{value:.3g}"
 
 
+def judge(spec: CheckSpec, cb: CodebookReport, value: float, *, warn: float | None, fail: float | None) -> tuple[Status, float | None, str]:
+    """Status of ``value`` against the spec's bounds at this sample size: (status, the bound on the
+    value that decided it, the sample-size clause for the message)."""
+    scale = spec.scaled if spec.scaled is not None and cb.usage is not None else None
+    w = None if warn is None or scale is None else scale(cb, warn)
+    f = None if fail is None or scale is None else scale(cb, fail)
+    status, bound = status_of(value, direction=spec.direction, warn=warn if scale is None else w, fail=fail if scale is None else f)
+    clause = ""
+    if scale is not None and cb.usage is not None and cb.usage.expected_utilization is not None:
+        u = cb.usage
+        reach = scale(cb, 1.0 if spec.direction == "min" else 0.0)
+        clause = (f"; with N = {u.vectors:,} ({u.vectors_per_code:.3g} per code) a perfect codebook reaches "
+                  f"{_fmt(reach, spec.percent)}")
+    need = spec.needed(cb) if spec.needed is not None else None
+    if need is not None and status == "warn":
+        status = "insufficient"
+        clause += f"; not enough data to judge: N >= {need:,} needed"
+    return status, bound, clause
+
+
 def codebook_verdicts(
     cb: CodebookReport, *, ckpt: str, checks: Sequence[CheckSpec] = CODEBOOK_CHECKS
 ) -> list[Verdict]:
@@ -127,25 +200,26 @@ def codebook_verdicts(
         value = spec.value(cb)
         if value is None:
             continue
-        status, bound = status_of(value, direction=spec.direction, warn=spec.warn, fail=spec.fail)
+        status, bound, clause = judge(spec, cb, value, warn=spec.warn, fail=spec.fail)
         relation = ">=" if spec.direction == "min" else "<="
-        if status == "ok":
-            message = f"{spec.describe} is {_fmt(value, spec.percent)}"
+        if status in ("ok", "insufficient"):
+            message = f"{spec.describe} is {_fmt(value, spec.percent)}{clause}"
         else:
             message = (
                 f"{spec.describe} is {_fmt(value, spec.percent)}; "
-                f"expected {relation} {_fmt(bound, spec.percent)}"  # type: ignore[arg-type]
+                f"expected {relation} {_fmt(bound, spec.percent)}{clause}"  # type: ignore[arg-type]
             )
             if spec.check == "starved_modes" and cb.tokens_collapse is not None:
                 names = [m.label for m in cb.tokens_collapse.per_mode if m.mode in cb.tokens_collapse.starved_modes]
                 message += f" (starved: {', '.join(names)})"
-        remedy = None if status == "ok" else spec.remedy.format(ckpt=ckpt, codebook=cb.name)
+        remedy = None if status in ("ok", "insufficient") else spec.remedy.format(ckpt=ckpt, codebook=cb.name)
         out.append(Verdict(spec.check, cb.name, status, float(value), bound, message, remedy))
     return out
 
 
 def embeddings_verdicts(ec: EmbeddingsCollapse | None) -> list[Verdict]:
-    if ec is None:
+    """The merged-pairs verdict, only from a real input-side comparison (no inputs: no verdict)."""
+    if ec is None or ec.input_knn_purity is None:
         return []
     n = float(len(ec.merged_pairs))
     status, bound = status_of(n, direction="max", warn=MERGED_PAIRS_WARN, fail=MERGED_PAIRS_FAIL)
@@ -172,7 +246,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("geometry", ("rank_fraction", "duplicate_fraction", "outside_support_fraction")),
     ("quantization error", ("relative_mse",)),
 )
-_RANK = {"ok": 0, "warn": 1, "fail": 2}
+_RANK = {"ok": 0, "insufficient": 1, "warn": 2, "fail": 3}
 
 
 def _tokens_summary(cbs: Sequence[CodebookReport]) -> str:
@@ -181,10 +255,29 @@ def _tokens_summary(cbs: Sequence[CodebookReport]) -> str:
     tc = worst.tokens_collapse
     assert tc is not None
     top = max(tc.per_mode, key=lambda m: m.code_share)
-    return (
-        f"codes pile onto mode {top.label} ({top.codes} of {worst.size} codes for {top.data_share:.0%} of the data) "
+    live = tc.live_codes if tc.live_codes is not None else worst.size
+    text = (
+        f"live codes pile onto mode {top.label} ({top.codes} of {live} live codes for {top.data_share:.0%} of the data) "
         f"in {worst.name}; {len(tc.starved_modes)} of {tc.modes} modes starved, allocation TV {tc.allocation_tv:.2f}"
     )
+    return text + _parked(tc)
+
+
+def _parked(tc: TokensCollapse) -> str:
+    """'; 240 dead codes parked near mode 8' (the mode holding most dead codes), or ''."""
+    if not tc.dead_codes or tc.dead_parked is None or not any(tc.dead_parked):
+        return f"; {tc.dead_codes} dead codes left out" if tc.dead_codes else ""
+    m = max(range(tc.modes), key=lambda i: tc.dead_parked[i])  # type: ignore[index]
+    return f"; {tc.dead_codes} dead codes, {tc.dead_parked[m]} of them parked near mode {tc.per_mode[m].label}"
+
+
+def _too_few(cbs: Sequence[CodebookReport]) -> str:
+    """'not enough data to judge: N = 10,000 (2.44 per code), a perfect codebook would use 91%; N >= 12,270 needed'."""
+    u = next((cb.usage for cb in cbs if cb.usage is not None and cb.usage.expected_utilization is not None), None)
+    if u is None:
+        return "not enough data to judge"
+    return (f"not enough data to judge: N = {u.vectors:,} ({u.vectors_per_code:.3g} per code), a perfect codebook would "
+            f"use {u.expected_utilization:.0%} of its codes; N >= {u.vectors_for_95:,} needed for 95%")
 
 
 def _usage_summary(cbs: Sequence[CodebookReport]) -> str:
@@ -199,6 +292,21 @@ def _usage_summary(cbs: Sequence[CodebookReport]) -> str:
         parts.append(f"{cb.name}: " + ", ".join(bits))
     more = f" (+{len(cbs) - 3} more)" if len(cbs) > 3 else ""
     return "; ".join(parts) + more
+
+
+def _evidence(collapse: str, codebooks: Sequence[CodebookReport], embeddings: EmbeddingsCollapse | None) -> int:
+    """How directly a finding is measured (docs/verdicts.md, "Order of the diagnosis"): 3 counted
+    on every vector (usage; tokens collapse with labels) or compared one latent vector per item
+    with that item's input (embeddings collapse); 2 resting on inferred modes or on flattened
+    latent maps; 1 geometry and quantization error."""
+    if collapse == "codebook collapse":
+        return 3
+    if collapse == "tokens collapse":
+        labelled = all(cb.tokens_collapse.mode_source == "labels" for cb in codebooks if cb.tokens_collapse is not None)
+        return 3 if labelled else 2
+    if collapse == "embeddings collapse":
+        return 3 if embeddings is not None and (embeddings.comparison or "").startswith("one latent vector") else 2
+    return 1
 
 
 def diagnosis(codebooks: Sequence[CodebookReport], embeddings: EmbeddingsCollapse | None,
@@ -223,11 +331,14 @@ def diagnosis(codebooks: Sequence[CodebookReport], embeddings: EmbeddingsCollaps
             summary = _tokens_summary(cbs)
         elif collapse == "codebook collapse":
             summary = _usage_summary(cbs)
+            if status == "insufficient":
+                summary += "; " + _too_few(cbs)
         else:
             summary = "; ".join(f"{v.codebook}: {v.message}" for v in bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
         remedy = next((v.remedy for v in bad if v.status == status and v.remedy), None)
         findings.append(Finding(collapse, status, names, summary, remedy))
-    findings.sort(key=lambda f: -_RANK[f.status])
+    evidence = {f.collapse: _evidence(f.collapse, codebooks, embeddings) for f in findings}
+    findings.sort(key=lambda f: (-_RANK[f.status], -evidence[f.collapse]))  # stable: FAMILIES order on ties
     if not findings and verdicts:
         findings.append(Finding("healthy", "ok", [], f"all {len(verdicts)} checks pass", None))
     return findings

@@ -93,7 +93,7 @@ def test_missing_metrics_are_skipped_with_the_reason():
     assert "no latents reach" in by(result, "utilization", "quantize.embedding").message
     assert "tokens-collapse" in by(result, "allocation_tv", "quantize.embedding").message
     assert "embeddings-collapse" in by(result, "merged_pairs").message
-    assert result.summary() == {"pass": 0, "fail": 0, "skipped": 6}
+    assert result.summary() == {"pass": 0, "fail": 0, "skipped": 6, "insufficient": 0}
 
 
 def test_relative_mse_missing_with_usage_present_is_skipped():

@@ -76,7 +76,7 @@ def test_exit_2_on_input_error_without_traceback(fake):
     [
         ["--min-utilization", "1.5"],
         ["--max-merged-pairs", "-1"],
-        ["--latents", "z.npy", "--inputs", "x.npy"],
+        ["--latents", "z.npy", "--inputs", "x.npy", "--encoder", "e.pt"],
         ["--baseline", "missing.json"],
         ["--config", "missing.toml"],
         ["--device", "tpu"],

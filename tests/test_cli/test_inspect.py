@@ -153,3 +153,15 @@ def test_error_paragraph_reads_as_sentences():
     text = format_error(InputFileError("model.safetensors is truncated", "re-download it"))
     assert text == "Error: model.safetensors is truncated. Re-download it."
     assert format_error(InputFileError("unknown metric 'l1'", "use 'euclidean'")) == "Error: Unknown metric 'l1'. Use 'euclidean'."
+
+
+def test_latents_that_fit_no_stack_name_every_stack(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    save_file({"enc_q._codebook.embed": torch.randn(1, 16, 4, generator=g),
+               "dec_q._codebook.embed": torch.randn(1, 16, 6, generator=g)}, str(tmp_path / "two.safetensors"))
+    np.save(tmp_path / "z.npy", np.zeros((50, 4), dtype=np.float32))
+    res = runner.invoke(app, ["inspect", str(tmp_path / "two.safetensors"), "--latents", str(tmp_path / "z.npy")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    out = " ".join(res.output.split())
+    assert "dim=4" in out and "expects dim=4" in out and "expects dim=6" in out
+    assert "enc_q" in out and "dec_q" in out

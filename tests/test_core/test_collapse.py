@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vqdoctor.core.assign import nearest_codes
-from vqdoctor.core.collapse import dead_code_modes, embeddings_collapse, tokens_collapse
+from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
 from vqdoctor.core.modes import fit_modes
 from vqdoctor.errors import DataError, UsageError
 
@@ -19,28 +19,46 @@ LABELS10 = [f"m{i}" for i in range(10)]
 
 def test_tokens_collapse_hand_computed():
     # 4 codes, 2 modes. code 0: mode 0 (3 vs 1); code 1: tie 2-2 -> mode 0; code 2: mode 1;
-    # code 3: dead -> mode 1 via dead_code_modes.
+    # code 3: dead, parked near mode 1: reported apart, not part of the allocation.
     counts = torch.tensor([[3, 1], [2, 2], [0, 4], [0, 0]])
     r = tokens_collapse(
-        counts, dead_code_modes=torch.tensor([0, 0, 0, 1]), labels=["a", "b"], mode_source="labels"
+        counts, dead_code_modes=torch.tensor([-1, -1, -1, 1]), labels=["a", "b"], mode_source="labels"
     )
-    # vectors: mode 0 = 5, mode 1 = 7 (N = 12); codes: mode 0 = 2, mode 1 = 2
+    # vectors: mode 0 = 5, mode 1 = 7 (N = 12); live codes: mode 0 = 2, mode 1 = 1
     a, b = r.per_mode
-    assert (a.vectors, b.vectors, a.codes, b.codes) == (5, 7, 2, 2)
+    assert (a.vectors, b.vectors, a.codes, b.codes) == (5, 7, 2, 1)
     assert a.data_share == pytest.approx(5 / 12) and b.data_share == pytest.approx(7 / 12)
-    assert a.code_share == pytest.approx(0.5) and b.code_share == pytest.approx(0.5)
-    assert a.ratio == pytest.approx(0.5 / (5 / 12)) and b.ratio == pytest.approx(0.5 / (7 / 12))
-    assert r.allocation_tv == pytest.approx(0.5 * (abs(0.5 - 5 / 12) + abs(0.5 - 7 / 12)))
-    assert r.starved_modes == [] and r.modes == 2 and r.mode_source == "labels"
-    assert (a.label, b.label) == ("a", "b") and r.starved_ratio == 0.5
-
-
-def test_tokens_collapse_without_dead_code_modes_uses_live_codes_only():
-    counts = torch.tensor([[3, 1], [2, 2], [0, 4], [0, 0]])
-    r = tokens_collapse(counts, dead_code_modes=None, labels=["a", "b"], mode_source="labels")
-    a, b = r.per_mode
-    assert (a.codes, b.codes) == (2, 1)  # 3 live codes; the dead one is left out
     assert a.code_share == pytest.approx(2 / 3) and b.code_share == pytest.approx(1 / 3)
+    assert a.ratio == pytest.approx((2 / 3) / (5 / 12)) and b.ratio == pytest.approx((1 / 3) / (7 / 12))
+    assert r.allocation_tv == pytest.approx(0.5 * (abs(2 / 3 - 5 / 12) + abs(1 / 3 - 7 / 12)))
+    assert (r.live_codes, r.dead_codes, r.dead_parked) == (3, 1, [0, 1])
+    assert r.modes == 2 and r.mode_source == "labels"
+    assert (a.label, b.label) == ("a", "b") and r.starved_ratio == 0.5
+    # 12 vectors for 3 live codes (N95(1 code) = 1, 2 codes: 5): both modes can be judged
+    assert r.insufficient_modes == [] and r.starved_modes == []
+
+
+def test_dead_codes_never_move_the_allocation():
+    counts = torch.tensor([[3, 1], [2, 2], [0, 4], [0, 0], [0, 0], [0, 0]])
+    parked = tokens_collapse(counts, dead_code_modes=torch.tensor([-1, -1, -1, 0, 0, 0]), labels=["a", "b"], mode_source="l")
+    unknown = tokens_collapse(counts, dead_code_modes=None, labels=["a", "b"], mode_source="l")
+    assert parked.allocation_tv == unknown.allocation_tv
+    assert [m.codes for m in parked.per_mode] == [m.codes for m in unknown.per_mode] == [2, 1]
+    assert parked.dead_parked == [3, 0] and unknown.dead_parked is None and unknown.dead_codes == 3
+
+
+def test_a_mode_with_too_few_vectors_is_not_judged_starved():
+    # mode 1 sends 3 vectors: fewer than 5, so its low code share is not evidence of starvation
+    counts = torch.zeros(20, 2, dtype=torch.int64)
+    counts[:20, 0] = 50
+    counts[0, 1] = 3
+    r = tokens_collapse(counts, dead_code_modes=None, labels=["a", "b"], mode_source="l")
+    assert r.per_mode[1].ratio < 0.5
+    assert r.starved_modes == [] and r.insufficient_modes == [1]
+    counts[0, 1], counts[1, 1] = 0, 300  # now 300 vectors on one code: judged, and starved
+    counts[1, 0] = 0
+    r = tokens_collapse(counts, dead_code_modes=None, labels=["a", "b"], mode_source="l")
+    assert r.starved_modes == [1] and r.insufficient_modes == []
 
 
 def test_tokens_collapse_starved_mode_and_mode_without_data():
@@ -83,18 +101,38 @@ def test_tokens_collapse_rejects_bad_input():
         )
 
 
-def test_dead_code_modes_takes_the_nearest_sample():
-    sample = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    modes = torch.tensor([2, 0, 1])
-    codes = torch.tensor([[9.0, 1.0], [1.0, 8.0], [-1.0, -1.0]])
-    got = dead_code_modes(codes, metric="euclidean", sample=sample, sample_modes=modes)
-    assert got.tolist() == [0, 1, 2]
-    cos = dead_code_modes(
-        torch.tensor([[5.0, 0.1]]), metric="cosine", sample=sample[1:], sample_modes=modes[1:]
-    )
-    assert cos.tolist() == [0]
-    with pytest.raises(DataError):
-        dead_code_modes(torch.zeros(2, 3), metric="euclidean", sample=sample, sample_modes=modes)
+def _parking(codes, x, modes, *, batch, metric="euclidean"):
+    """Stream x in batches as gather() does: counts first, then the parking update."""
+    park = DeadCodeParking.empty(codes.shape[0])
+    counts = torch.zeros(codes.shape[0], dtype=torch.int64)
+    for s in range(0, x.shape[0], batch):
+        xb, mb = x[s : s + batch], modes[s : s + batch]
+        idx, _ = nearest_codes(xb, codes, metric=metric)
+        counts.index_add_(0, idx, torch.ones_like(idx))
+        park.update(codes, counts, xb, mb, metric=metric)
+    return park, counts
+
+
+def test_dead_code_parking_finds_the_nearest_of_all_vectors_whatever_the_batches():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 4, generator=g)
+    modes = torch.randint(0, 5, (3000,), generator=g)
+    codes = torch.cat([torch.randn(20, 4, generator=g), 6 + torch.rand(30, 4, generator=g)])  # 30 far away: dead
+    ref = None
+    for batch in (7, 256, 3000):
+        park, counts = _parking(codes, x, modes, batch=batch)
+        dead = counts == 0
+        assert int(dead.sum()) >= 30
+        d = torch.cdist(codes[dead], x) ** 2  # brute force over every vector
+        assert park.mode[dead].tolist() == modes[d.argmin(1)].tolist()
+        assert torch.allclose(park.best[dead], d.min(1).values, rtol=1e-4, atol=1e-4)
+        ref = park.mode[dead].tolist() if ref is None else ref
+        assert park.mode[dead].tolist() == ref
+    # shards merge by minimum: two halves give the one-pass answer
+    p1, c1 = _parking(codes, x[:1500], modes[:1500], batch=300)
+    p2, c2 = _parking(codes, x[1500:], modes[1500:], batch=300)
+    dead = (c1 + c2) == 0
+    assert p1.merge(p2).mode[dead].tolist() == ref
 
 
 # --------------------------------------------------------------- tokens collapse, end to end
@@ -129,8 +167,7 @@ def accumulate_mode_counts(
 
 def run_tokens(codes: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
     counts = accumulate_mode_counts(x, y, codes, 10)
-    dead = dead_code_modes(codes, metric="euclidean", sample=x[:2000], sample_modes=y[:2000])
-    return tokens_collapse(counts, dead_code_modes=dead, labels=LABELS10, mode_source="labels")
+    return tokens_collapse(counts, dead_code_modes=None, labels=LABELS10, mode_source="labels")
 
 
 def test_codes_piled_on_one_mode_are_flagged():
@@ -240,12 +277,15 @@ def test_merged_pairs_with_inferred_modes():
     assert keep.merged_pairs == []
 
 
-def test_latents_only_report_latent_overlap():
-    _, y, lat_merge, _ = embedding_world()
+def test_latents_only_list_no_merged_pairs():
+    # without inputs a latent overlap cannot tell merged modes from modes that were never apart
+    x, y, lat_merge, _ = embedding_world()
     r = embeddings_collapse(lat_merge, y, inputs=None, labels=LABELS10, mode_source="labels")
-    assert {(p.a, p.b) for p in r.merged_pairs} == {(0, 1), (2, 3)}
-    assert all(p.input_overlap is None for p in r.merged_pairs)
+    assert r.merged_pairs == []
     assert r.input_modes is None and r.input_knn_purity is None
+    assert r.latent_knn_purity < 0.9  # the latent side is still measured
+    with_inputs = embeddings_collapse(lat_merge, y, inputs=x, labels=LABELS10, mode_source="labels")
+    assert {(p.a, p.b) for p in with_inputs.merged_pairs} == {(0, 1), (2, 3)}
 
 
 def test_subsample_bounds_the_work_and_keeps_every_mode():

@@ -28,7 +28,7 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
-    analysis_options, check_ranges, data_options,
+    ModesOpt, analysis_options, check_ranges, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
@@ -41,7 +41,7 @@ from vqdoctor.verdicts import CODEBOOK_CHECKS
 
 _DIRECTION = {spec.check: spec.direction for spec in CODEBOOK_CHECKS}
 DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
-OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow"}
+OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "insufficient": "cyan"}
 _T = "Thresholds"
 
 MinUtilOpt = Annotated[Optional[float], typer.Option("--min-utilization", help="Fail when the share of used codes is below this.", rich_help_panel=_T)]
@@ -102,6 +102,8 @@ def render_check(result: CheckResult, console: Console) -> None:
             console.print(f"  {remedy}", markup=False, highlight=False)
     verdict = Text("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
     tail = f" - {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"
+    if counts["insufficient"]:
+        tail += f", {counts['insufficient']} not enough data to judge"
     if counts["skipped"] and not result.strict:
         tail += " (--strict fails skipped checks)"
     console.print(Text.assemble(verdict, tail))
@@ -130,6 +132,7 @@ def check_command(
     batch_size: BatchSizeOpt = 8192,
     max_vectors: MaxVectorsOpt = None,
     memory_budget_mb: BudgetOpt = 256,
+    modes: ModesOpt = "auto",
     min_utilization: MinUtilOpt = None,
     max_dead_fraction: MaxDeadOpt = None,
     min_normalized_perplexity: MinPplOpt = None,
@@ -158,7 +161,7 @@ def check_command(
         max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb, metric=metric)
+                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb, metric=metric, modes=modes)
     check_ranges(("--min-utilization", min_utilization), ("--max-dead-fraction", max_dead_fraction),
                  ("--min-normalized-perplexity", min_normalized_perplexity), ("--max-allocation-tv", max_allocation_tv),
                  ("--max-merged-pairs", max_merged_pairs), ("--max-relative-mse", max_relative_mse),

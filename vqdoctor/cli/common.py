@@ -35,6 +35,8 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for subsampling, clus
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", metavar="i/n", help="Take only slice i of n (0-based) of the data, e.g. 0/4; save with --save-stats and combine with vqdoctor merge.", rich_help_panel="Run")]
 BudgetOpt = Annotated[int, typer.Option("--memory-budget-mb", help="Memory for one distance block (never an N×K matrix).", rich_help_panel="Run")]
 
+ModesOpt = Annotated[str, typer.Option("--modes", help="Data modes for tokens/embeddings collapse: auto (labels, else inferred by GMM-BIC), labels (only given labels; never inferred) or none (skip both).", rich_help_panel="Analysis")]
+
 PROJECTIONS = ("tsne", "umap", "pca", "none")
 
 # Every numeric flag's range, checked here (one paragraph, exit 2) rather than by Typer (a box).
@@ -60,6 +62,7 @@ FLAG_RANGES: dict[str, tuple[float, float]] = {
     "--max-regression": (0.0, 1e12),
 }
 MAX_SHARDS = 10**6
+MODES = ("auto", "labels", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -91,8 +94,9 @@ def data_options(
         check_range(flag, value)
     if device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
-    if latents is not None and (inputs is not None or model is not None or encoder is not None):
-        raise UsageError("--latents cannot be combined with --inputs/--model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.")
+    if latents is not None and (model is not None or encoder is not None):
+        raise UsageError("--latents cannot be combined with --model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.",
+                         "With --latents, --inputs may name the raw items the latents came from (row for row), for the input-vs-latent comparison.")
     if (model is not None or encoder is not None) and inputs is None:
         raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
     if model is not None and encoder is not None:
@@ -112,14 +116,22 @@ def check_metric(metric: str) -> str:
 
 
 def analysis_options(*, codebook: str | None, min_count: int, subsample: int, projection: str, seed: int,
-                     memory_budget_mb: int, metric: str = "auto") -> AnalysisOptions:
+                     memory_budget_mb: int, metric: str = "auto", modes: str = "auto") -> AnalysisOptions:
     for flag, value in (("--min-count", min_count), ("--subsample", subsample), ("--seed", seed),
                         ("--memory-budget-mb", memory_budget_mb)):
         check_range(flag, value)
     if projection not in PROJECTIONS:
         raise UsageError(f"--projection {projection!r} is not one of {', '.join(PROJECTIONS)}.")
+    check_modes(modes)
     return AnalysisOptions(codebook=codebook, min_count=min_count, subsample=subsample, projection=projection,
-                           seed=seed, memory_budget_mb=memory_budget_mb, metric=check_metric(metric))
+                           seed=seed, memory_budget_mb=memory_budget_mb, metric=check_metric(metric), modes=modes)
+
+
+def check_modes(modes: str) -> str:
+    if modes not in MODES:
+        raise UsageError(f"--modes {modes!r} is not one of {', '.join(MODES)}.",
+                         "Use auto (labels, else inferred), labels (never inferred) or none.")
+    return modes
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

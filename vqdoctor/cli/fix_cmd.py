@@ -17,7 +17,7 @@ from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, SeedOpt, check_metric, check_ranges, data_options,
+    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, ModesOpt, SeedOpt, check_metric, check_modes, check_ranges, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
@@ -81,11 +81,11 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
 
 def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
          encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False,
-         metric: str = "auto") -> None:
+         metric: str = "auto", modes: str = "auto") -> None:
     if not in_place:
         check_outputs(("--out", out))
     analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False,
-                               metric=check_metric(metric))
+                               metric=check_metric(metric), modes=check_modes(modes))
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
                                  encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks)
     job = distributed.detect()
@@ -129,6 +129,7 @@ def kmeans_command(
     batch_size: BatchSizeOpt = 8192,
     max_vectors: MaxVectorsOpt = None,
     memory_budget_mb: BudgetOpt = 256,
+    modes: ModesOpt = "auto",
     in_place: InPlaceOpt = False,
 ) -> None:
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs."""
@@ -142,7 +143,7 @@ def kmeans_command(
                              cluster=distributed.kmeans_across_ranks)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=encoder_from,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric, modes=modes)
 
 
 @fix_app.command("revive")
@@ -170,6 +171,7 @@ def revive_command(
     batch_size: BatchSizeOpt = 8192,
     max_vectors: MaxVectorsOpt = None,
     memory_budget_mb: BudgetOpt = 256,
+    modes: ModesOpt = "auto",
     in_place: InPlaceOpt = False,
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
@@ -183,7 +185,7 @@ def revive_command(
                             budget_bytes=memory_budget_mb << 20)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes)
 
 
 @fix_app.command("simvq")
@@ -211,6 +213,7 @@ def simvq_command(
     batch_size: BatchSizeOpt = 8192,
     max_vectors: MaxVectorsOpt = None,
     memory_budget_mb: BudgetOpt = 256,
+    modes: ModesOpt = "auto",
     in_place: InPlaceOpt = False,
 ) -> None:
     """Rewrite codebooks as SimVQ (codes = C·Wᵀ, C frozen). Data is optional (for before/after)."""
@@ -229,4 +232,4 @@ def simvq_command(
         return total
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric)
+         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes)

@@ -12,7 +12,7 @@ from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
     EncoderOpt, ImageSizeOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt,
-    ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
+    ModesOpt, ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
@@ -53,6 +53,7 @@ def inspect_command(
     min_count: MinCountOpt = 1,
     subsample: SubsampleOpt = 4000,
     projection: ProjectionOpt = "pca",
+    modes: ModesOpt = "auto",
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 8192,
@@ -74,7 +75,7 @@ def inspect_command(
         max_vectors=max_vectors, shard=parse_shard(shard),
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb, metric=metric)
+                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb, metric=metric, modes=modes)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     if default:

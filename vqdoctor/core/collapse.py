@@ -7,12 +7,15 @@ embeddings collapse is modes distinct in the input that the encoder maps onto ov
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vqdoctor.core.assign import nearest_codes
+from vqdoctor.core.expect import vectors_needed
 from vqdoctor.core.modes import count_modes
 from vqdoctor.core.results import EmbeddingsCollapse, MergedPair, ModeShare, TokensCollapse
 from vqdoctor.core.subsample import stratified_indices
@@ -22,6 +25,7 @@ from vqdoctor.errors import DataError, UsageError
 MERGE_OVERLAP = 0.5  # latent overlap at which a pair counts as merged (1 = indistinguishable)
 MERGE_FACTOR = 2.0  # ... and at least this many times its input overlap
 MIN_MODE_POINTS = 5  # a mode with fewer subsampled points takes part in no pair
+MIN_MODE_VECTORS = 5  # a mode with fewer vectors is not judged starved (tokens collapse)
 DEFAULT_SUBSAMPLE = 4000
 _KNN_ROWS = 1024  # query rows per distance block
 
@@ -32,21 +36,25 @@ _KNN_ROWS = 1024  # query rows per distance block
 def tokens_collapse(
     mode_counts: torch.Tensor,  # (K, M) int: vectors of mode m assigned to code k
     *,
-    dead_code_modes: torch.Tensor | None,  # (K,) int64 mode of each code's nearest latent
+    dead_code_modes: torch.Tensor | None,  # (K,) int64 mode of each code's nearest vector (-1: unknown)
     labels: Sequence[str],  # (M,) mode names
     mode_source: str,
     starved_ratio: float = 0.5,
 ) -> TokensCollapse:
-    """Code-to-mode allocation (DESIGN.md "tokens collapse").
+    """Code-to-mode allocation over the LIVE codes (DESIGN.md "tokens collapse", "Judgement").
 
     Each live code (row sum > 0) belongs to the mode that sends it the most vectors (ties: the
-    lowest mode id). A dead code (row sum 0) belongs to ``dead_code_modes[k]``; when that is
-    ``None`` dead codes are left out, so code shares are over live codes and the per-mode
-    ``codes`` add up to the live-code count, not K. Per mode: data share = its vectors / N,
-    code share = its codes / owned codes, ratio = code share / data share (``None`` for a mode
-    with no data). ``starved_modes``: ratio < ``starved_ratio``. ``allocation_tv`` =
-    ½ Σ_m |code share − data share| (0 = codes in proportion to data, → 1 = all codes on modes
-    without data).
+    lowest mode id). Dead codes take no part in the allocation: they are reported apart, per mode
+    of their nearest vector (``dead_code_modes``, computed over every vector by
+    :class:`DeadCodeParking`; ``None``: ``dead_parked`` is ``None``). So the allocation depends on
+    the assignments only: the same vectors give the same result whatever the subsample or layout.
+
+    Per mode: data share = its vectors / N, code share = its live codes / live codes, ratio =
+    code share / data share (``None`` for a mode with no data). ``allocation_tv`` =
+    ½ Σ_m |code share − data share|. ``starved_modes``: ratio < ``starved_ratio``, among the modes
+    with enough vectors to fill their fair share f_m = data share × live codes (sample size: at
+    least max(5, N95(f_m)) vectors, N95 as in :func:`vqdoctor.core.expect.vectors_needed`);
+    the others are listed in ``insufficient_modes``.
     """
     counts = torch.as_tensor(mode_counts)
     if counts.ndim != 2:
@@ -67,29 +75,35 @@ def tokens_collapse(
     if n == 0:
         raise DataError("no vectors were assigned: mode_counts is all zero")
     live = per_code > 0
-    owner = torch.where(live, counts.argmax(1), torch.full_like(per_code, -1))  # (K,)
+    owner = counts.argmax(1)[live]  # (L,)
+    codes_per_mode = torch.bincount(owner, minlength=m_modes)  # (M,)
+    n_live = int(live.sum())  # > 0: some code received the n > 0 vectors
+    parked: list[int] | None = None
     if dead_code_modes is not None:
         dead_modes = torch.as_tensor(dead_code_modes).to("cpu", torch.int64)
         if dead_modes.shape != (k_codes,):
             raise DataError(
                 f"dead_code_modes must have shape ({k_codes},), got {tuple(dead_modes.shape)}"
             )
-        if bool(((dead_modes[~live] < 0) | (dead_modes[~live] >= m_modes)).any()):
+        d = dead_modes[~live]
+        if bool((d >= m_modes).any()) or bool((d < -1).any()):
             raise DataError(f"dead_code_modes has mode ids outside 0..{m_modes - 1}")
-        owner = torch.where(live, owner, dead_modes)
-    owned = owner[owner >= 0]
-    codes_per_mode = torch.bincount(owned, minlength=m_modes)  # (M,)
-    n_owned = int(codes_per_mode.sum())  # > 0: some code received the n > 0 vectors
+        parked = torch.bincount(d[d >= 0], minlength=m_modes).tolist()
     shares: list[ModeShare] = []
     tv = 0.0
     starved: list[int] = []
+    thin: list[int] = []
     for m in range(m_modes):
         data_share = int(per_mode[m]) / n
-        code_share = int(codes_per_mode[m]) / n_owned
+        code_share = int(codes_per_mode[m]) / n_live
         ratio = code_share / data_share if data_share > 0 else None
         tv += abs(code_share - data_share)
-        if ratio is not None and ratio < starved_ratio:
-            starved.append(m)
+        if ratio is not None:
+            fair = max(1, math.ceil(data_share * n_live))
+            if int(per_mode[m]) < max(MIN_MODE_VECTORS, vectors_needed(fair, 0.95)):
+                thin.append(m)
+            elif ratio < starved_ratio:
+                starved.append(m)
         shares.append(
             ModeShare(
                 mode=m,
@@ -108,33 +122,55 @@ def tokens_collapse(
         starved_modes=starved,
         starved_ratio=float(starved_ratio),
         allocation_tv=0.5 * tv,
+        live_codes=n_live,
+        dead_codes=k_codes - n_live,
+        dead_parked=parked,
+        insufficient_modes=thin,
     )
 
 
-def dead_code_modes(
-    codes: torch.Tensor,  # (K, d) codebook in the space the latents are compared in
-    *,
-    metric: str,  # "euclidean" | "cosine", as for assignment
-    sample: torch.Tensor,  # (n, d) latents
-    sample_modes: torch.Tensor,  # (n,) int64 mode of each sample row
-) -> torch.Tensor:  # (K,) int64
-    """Mode of each code's nearest sample latent (the search runs from the codes to the sample,
-    chunked by :func:`nearest_codes`). Used for the codes that receive no vector."""
-    if sample.ndim != 2 or sample.shape[0] == 0:
-        raise DataError(
-            f"dead_code_modes needs a non-empty (n, d) sample, got {tuple(sample.shape)}"
-        )
-    if codes.ndim != 2 or codes.shape[1] != sample.shape[1]:
-        raise DataError(
-            f"codes have shape {tuple(codes.shape)} but the sample has dim={sample.shape[1]}"
-        )
-    if sample_modes.shape != (sample.shape[0],):
-        raise DataError(
-            f"sample_modes must have shape ({sample.shape[0]},), got {tuple(sample_modes.shape)}"
-        )
-    sample = sample.to(codes.device, torch.float32)
-    idx, _ = nearest_codes(codes.to(torch.float32), sample, metric=metric)  # (K,)
-    return sample_modes.to(codes.device, torch.int64)[idx]
+@dataclass(eq=False)
+class DeadCodeParking:
+    """Where the codes that receive no vector sit: each code's nearest vector over ALL the
+    vectors streamed (its squared distance and its mode), kept for the codes with no vector so
+    far. A code dead at the end had no vector at any batch, so it was tracked on every batch and
+    its nearest vector is exact; live codes drop out of the search as soon as they get one (cheap
+    on healthy codebooks). State: (K,) running minimum + (K,) mode; merges by minimum."""
+
+    best: torch.Tensor  # (K,) float32 squared distance to the nearest vector seen (inf: none)
+    mode: torch.Tensor  # (K,) int64 mode of that vector (-1: none)
+
+    @classmethod
+    def empty(cls, size: int, *, device: torch.device | str = "cpu") -> DeadCodeParking:
+        return cls(torch.full((size,), math.inf, device=device), torch.full((size,), -1, dtype=torch.int64, device=device))
+
+    def update(
+        self,
+        codes: torch.Tensor,  # (K, d) as compared with the vectors
+        counts: torch.Tensor,  # (K,) counts so far, this batch included
+        x: torch.Tensor,  # (b, d) the batch's vectors in the codebook's space
+        modes: torch.Tensor,  # (b,) int64 mode of each vector
+        *,
+        metric: str,
+    ) -> None:
+        if x.shape[0] == 0:
+            return
+        dev = x.device
+        if self.best.device != dev:
+            self.best, self.mode = self.best.to(dev), self.mode.to(dev)
+        cand = torch.nonzero(counts.to(dev) == 0).squeeze(1)  # (c,) codes with no vector yet
+        if cand.numel() == 0:
+            return
+        idx, sq = nearest_codes(codes.to(dev, torch.float32)[cand], x.to(torch.float32), metric=metric)  # (c,)
+        better = sq < self.best[cand]
+        hit = cand[better]
+        self.best[hit] = sq[better]
+        self.mode[hit] = modes.to(dev, torch.int64)[idx[better]]
+
+    def merge(self, other: DeadCodeParking) -> DeadCodeParking:
+        ob, om = other.best.to(self.best.device), other.mode.to(self.best.device)
+        take = ob < self.best
+        return DeadCodeParking(torch.where(take, ob, self.best), torch.where(take, om, self.mode))
 
 
 # ------------------------------------------------------------------------- embeddings collapse
@@ -151,6 +187,7 @@ def embeddings_collapse(
     seed: int = 0,
     max_modes: int = 20,
     subsample: int = DEFAULT_SUBSAMPLE,
+    comparison: str | None = None,
 ) -> EmbeddingsCollapse:
     """Compare how separable the modes are in input space and in latent space.
 
@@ -167,9 +204,11 @@ def embeddings_collapse(
       however many other modes share the cloud.
     - ``merged_pairs``: latent overlap ≥ 0.5 (more than half-way to indistinguishable) and,
       with inputs, input overlap < 0.5 (distinct in the inputs) and latent overlap ≥ 2× input
-      overlap (the encoder at least doubled the confusion). Without inputs every pair with latent
-      overlap ≥ 0.5 is listed and the input fields are ``None``. Modes with fewer than 5
-      subsampled points take part in no pair. Sorted by latent overlap, highest first.
+      overlap (the encoder at least doubled the confusion). Without inputs no pair is listed
+      (a latent overlap alone cannot tell modes the encoder merged from modes that were never
+      apart) and the input fields are ``None``. Modes with fewer than 5 subsampled points take
+      part in no pair. Sorted by latent overlap, highest first.
+    - ``comparison``: how the latents were made comparable with the inputs (given by the caller).
     """
     latents = torch.as_tensor(latents)
     modes = torch.as_tensor(modes)
@@ -221,9 +260,9 @@ def embeddings_collapse(
                 continue
             lo = float(lat_overlap[a, b])
             io = None if in_overlap is None else float(in_overlap[a, b])
-            if lo < MERGE_OVERLAP:
+            if io is None or lo < MERGE_OVERLAP:
                 continue
-            if io is not None and (io >= MERGE_OVERLAP or lo < MERGE_FACTOR * io):
+            if io >= MERGE_OVERLAP or lo < MERGE_FACTOR * io:
                 continue
             pairs.append(
                 MergedPair(
@@ -245,6 +284,7 @@ def embeddings_collapse(
         latent_knn_purity=lat_purity,
         merged_pairs=pairs,
         subsample=int(rows.size),
+        comparison=comparison,
     )
 
 

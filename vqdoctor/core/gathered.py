@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from vqdoctor.core.collapse import DeadCodeParking
 from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import UsageError
 
@@ -31,10 +32,16 @@ class Gathered:
     mode_source: str | None  # None: a single mode, no collapse analysis
     sub_modes: torch.Tensor | None  # (m,)
     notes: list[str] = field(default_factory=list)
+    # codebook name -> nearest vector of each code with no vector (merges by minimum; None when
+    # there are no modes or the statistics came from a file, which does not keep it)
+    parking: dict[str, DeadCodeParking] | None = None
 
     def merge(self, other: "Gathered") -> "Gathered":
         if set(self.stats) != set(other.stats):
             raise UsageError("These statistics cover different codebooks and cannot be merged.",
                              f"One has {sorted(self.stats)}, the other {sorted(other.stats)}.")
         stats = {k: v.merge(other.stats[k]) for k, v in self.stats.items()}
-        return replace(self, stats=stats, vectors=self.vectors + other.vectors)
+        parking = None
+        if self.parking is not None and other.parking is not None:
+            parking = {k: v.merge(other.parking[k]) for k, v in self.parking.items()}
+        return replace(self, stats=stats, vectors=self.vectors + other.vectors, parking=parking)

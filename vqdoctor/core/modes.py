@@ -10,8 +10,10 @@ Rule ("gmm-bic"), fitted on a bounded subsample (``sample_size`` rows, default 4
    as several;
 3. for k = 1, 2, ..., ``max_modes``: k-means (k-means++ seeding, 3 restarts) then EM for a
    full-covariance Gaussian mixture started from the k-means partition; BIC = -2 log L +
-   p_k log n. The k with the smallest BIC wins. The search stops early once BIC has not improved
-   for 4 consecutive k (a BIC curve that has turned up for 4 steps does not come back down for
+   p_k log n. Both are this module's own numpy code (the same algorithms and stopping rules as
+   scikit-learn's KMeans and GaussianMixture, which an earlier version called): importing
+   sklearn.mixture alone took 2.5 s, more than the whole search. The k with the smallest BIC
+   wins. The search stops early once BIC has not improved for 4 consecutive k (a BIC curve that has turned up for 4 steps does not come back down for
    Gaussian-like modes; this halves the cost when there are few modes).
 
 Why BIC on a GMM: it is a likelihood-based rule with a penalty that grows with the number of
@@ -19,9 +21,7 @@ parameters, consistent for Gaussian mixtures, and it answers "1" for a single Ga
 silhouette cannot: it is undefined for k = 1). Its known weakness is over-counting clearly
 non-Gaussian clusters; the report says which rule produced the modes (``mode_source``).
 
-Cost (approx., one thread on a shared 2-core machine): 4,000 points with 10 modes in 2, 3, 8 or
-64 dims, 0.2-0.4 s (14 mixtures fitted: k = 1..10, then 4 without improvement). The fits run with
-one BLAS/OpenMP thread: k-means' OpenMP threads spinning on a busy machine cost 10x more.
+Cost: see ``benchmarks/inspect_cost.py`` (mode inference against a whole ``inspect``).
 ``ModeModel.predict`` is pure torch (one (b, k, p) product) and is cheap on every streamed batch.
 """
 
@@ -147,46 +147,133 @@ def count_modes(
     return fit_modes(x, max_modes=max_modes, seed=seed, sample_size=sample_size).k
 
 
-def _search(z: np.ndarray, *, max_k: int, seed: int) -> list[tuple[float, int, object]]:
-    from sklearn.cluster import KMeans
-    from sklearn.mixture import GaussianMixture
-    from threadpoolctl import threadpool_limits
-
-    fits: list[tuple[float, int, object]] = []
+def _search(z: np.ndarray, *, max_k: int, seed: int) -> list[tuple[float, int, _Gmm]]:
+    fits: list[tuple[float, int, _Gmm]] = []
     best = math.inf
     since_best = 0
-    # one thread: the fits are small, and OpenMP spinning on a busy machine costs more than it gives
-    with threadpool_limits(limits=1):
-        for k in range(1, max_k + 1):
-            if k == 1:
-                labels = np.zeros(z.shape[0], dtype=np.int64)
-            else:
-                km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(z)
-                labels = km.labels_
-            weights, means, precisions = _init_from_labels(z, labels, k)
-            gmm = GaussianMixture(
-                n_components=k,
-                covariance_type="full",
-                reg_covar=_REG_COVAR,
-                init_params="random_from_data",  # cheap; overridden by the *_init below
-                weights_init=weights,
-                means_init=means,
-                precisions_init=precisions,
-                random_state=seed,
-                max_iter=100,
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ConvergenceWarning: the fit is still usable
-                gmm.fit(z)
-            bic = float(gmm.bic(z))
-            fits.append((bic, k, gmm))
-            if bic < best:
-                best, since_best = bic, 0
-            else:
-                since_best += 1
-                if since_best >= _PATIENCE:
-                    break
+    rng = np.random.default_rng(seed)
+    for k in range(1, max_k + 1):
+        labels = np.zeros(z.shape[0], dtype=np.int64) if k == 1 else _kmeans(z, k, rng)
+        gmm = _em(z, *_init_from_labels(z, labels, k))
+        bic = gmm.bic(z)
+        fits.append((bic, k, gmm))
+        if bic < best:
+            best, since_best = bic, 0
+        else:
+            since_best += 1
+            if since_best >= _PATIENCE:
+                break
     return fits
+
+
+@dataclass(frozen=True)
+class _Gmm:
+    """A fitted full-covariance Gaussian mixture (scikit-learn's conventions and attribute names)."""
+
+    weights_: np.ndarray  # (k,)
+    means_: np.ndarray  # (k, p)
+    precisions_cholesky_: np.ndarray  # (k, p, p): precision = L L^T
+    log_likelihood: float  # total over the rows it was fitted on
+
+    def bic(self, z: np.ndarray) -> float:
+        k, p = self.means_.shape
+        params = (k - 1) + k * p + k * p * (p + 1) / 2
+        return -2.0 * self.log_likelihood + params * math.log(z.shape[0])
+
+
+def _log_resp(z: np.ndarray, weights: np.ndarray, means: np.ndarray, chol: np.ndarray) -> tuple[np.ndarray, float]:
+    """Log responsibilities (n, k) and the total log-likelihood."""
+    n, p = z.shape
+    y = np.matmul(z[None], chol) - np.matmul(means[:, None, :], chol)  # (k, n, p): one GEMM per component
+    log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)  # (k,)
+    logp = -0.5 * (p * math.log(2 * math.pi) + np.einsum("knp,knp->nk", y, y)) + log_det + np.log(weights)  # (n, k)
+    top = logp.max(1, keepdims=True)
+    norm = top + np.log(np.exp(logp - top).sum(1, keepdims=True))  # (n, 1)
+    return logp - norm, float(norm.sum())
+
+
+def _precision_cholesky(cov: np.ndarray) -> np.ndarray:  # (k, p, p) covariances -> (k, p, p)
+    out = np.empty_like(cov)
+    eye = np.eye(cov.shape[1])
+    for j in range(cov.shape[0]):
+        lower = np.linalg.cholesky(cov[j])
+        out[j] = np.linalg.solve(lower, eye).T  # sklearn's convention: inv(L)^T
+    return out
+
+
+def _em(z: np.ndarray, weights: np.ndarray, means: np.ndarray, precisions: np.ndarray,
+        *, max_iter: int = 100, tol: float = 1e-3) -> _Gmm:
+    """EM for a full-covariance mixture from the given start (stops when the mean log-likelihood
+    gains less than ``tol`` per iteration, as scikit-learn's GaussianMixture does)."""
+    n, p = z.shape
+    reg = _REG_COVAR * np.eye(p)
+    chol = _precision_cholesky(np.linalg.inv(precisions))
+    prev = -math.inf
+    total = -math.inf
+    for _ in range(max_iter):
+        log_r, total = _log_resp(z, weights, means, chol)
+        if total / n - prev < tol:
+            break
+        prev = total / n
+        r = np.exp(log_r)  # (n, k)
+        nk = r.sum(0) + 10 * np.finfo(np.float64).eps  # (k,)
+        means = (r.T @ z) / nk[:, None]
+        cov = np.empty((len(nk), p, p))
+        for j in range(len(nk)):
+            d = z - means[j]
+            cov[j] = (r[:, j, None] * d).T @ d / nk[j] + reg
+        weights = nk / n
+        chol = _precision_cholesky(cov)
+    else:
+        _, total = _log_resp(z, weights, means, chol)
+    return _Gmm(weights, means, chol, total)
+
+
+def _kmeans(z: np.ndarray, k: int, rng: np.random.Generator, *, restarts: int = 3, iters: int = 100) -> np.ndarray:
+    """Labels of the best of ``restarts`` k-means runs (k-means++ seeding, Lloyd to convergence)."""
+    best_labels, best_inertia = None, math.inf
+    sq = (z * z).sum(1)
+    for _ in range(restarts):
+        centres = _kmeans_pp(z, sq, k, rng)
+        labels = np.zeros(z.shape[0], dtype=np.int64)
+        for it in range(iters):
+            d = sq[:, None] - 2.0 * z @ centres.T + (centres * centres).sum(1)[None]  # (n, k)
+            new = d.argmin(1)
+            if it and np.array_equal(new, labels):
+                break
+            labels = new
+            onehot = np.zeros((z.shape[0], k))
+            onehot[np.arange(z.shape[0]), labels] = 1.0
+            size = onehot.sum(0)  # (k,)
+            filled = size > 0  # an emptied centre stays where it was
+            centres[filled] = (onehot.T @ z)[filled] / size[filled, None]
+        inertia = float(d[np.arange(z.shape[0]), labels].sum())
+        if inertia < best_inertia:
+            best_labels, best_inertia = labels, inertia
+    assert best_labels is not None
+    return best_labels
+
+
+def _kmeans_pp(z: np.ndarray, sq: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii), with 2 + log k candidates per step like scikit-learn."""
+    n = z.shape[0]
+    trials = 2 + int(math.log(k))
+    centres = np.empty((k, z.shape[1]))
+    first = int(rng.integers(n))
+    centres[0] = z[first]
+    closest = np.maximum(sq - 2.0 * z @ z[first] + sq[first], 0.0)  # (n,) squared distance to the nearest centre
+    for j in range(1, k):
+        total = closest.sum()
+        if total <= 0:
+            centres[j:] = z[rng.integers(n, size=k - j)]
+            break
+        cand = np.searchsorted(np.cumsum(closest), rng.random(trials) * total).clip(max=n - 1)  # (t,)
+        d = np.maximum(sq[:, None] - 2.0 * z @ z[cand].T + sq[cand][None], 0.0)  # (n, t)
+        pot = np.minimum(closest[:, None], d).sum(0)
+        pick = int(pot.argmin())
+        centres[j] = z[cand[pick]]
+        closest = np.minimum(closest, d[:, pick])
+    return centres
 
 
 def _init_from_labels(

@@ -22,6 +22,14 @@ class UsageMetrics:
     top1_mass: float  # share of vectors on the most used code
     top10pct_mass: float  # share of vectors on the top 10% most used codes
     space: str  # what the numbers are measured in, e.g. "project_in output (cosine)"
+    # what a perfect codebook (every code equally likely) reaches with the same N (core/expect.py)
+    vectors_per_code: float | None = None  # N / K
+    expected_used_codes: float | None = None  # K (1 - (1 - 1/K)^N)
+    expected_utilization: float | None = None  # expected_used_codes / K
+    expected_dead_codes: float | None = None  # K P(Binomial(N, 1/K) < min_count)
+    expected_perplexity: float | None = None  # exp(E[plug-in entropy of N uniform draws])
+    vectors_for_95: int | None = None  # N at which a perfect codebook uses 95% of its codes
+    vectors_for_99: int | None = None  # ... 99%
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,11 @@ class TokensCollapse:
     per_mode: list[ModeShare]
     starved_modes: list[int]  # ratio < starved_ratio
     starved_ratio: float
-    allocation_tv: float  # 1/2 sum |code share - data share|
+    allocation_tv: float  # 1/2 sum |code share - data share|, over the live codes
+    live_codes: int | None = None  # codes that received a vector (the allocation is over these)
+    dead_codes: int | None = None  # K - live_codes, reported apart
+    dead_parked: list[int] | None = None  # per mode: dead codes whose nearest vector is of that mode
+    insufficient_modes: list[int] | None = None  # too few vectors to judge starvation (not in starved_modes)
 
 
 @dataclass(frozen=True)
@@ -103,3 +115,4 @@ class EmbeddingsCollapse:
     latent_knn_purity: float
     merged_pairs: list[MergedPair]
     subsample: int  # points used
+    comparison: str | None = None  # how latents and inputs were compared, e.g. "one latent vector per item"

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vqdoctor.core.expect import expected_live, expected_perplexity, expected_used, vectors_needed
 from vqdoctor.core.results import UsageMetrics
 from vqdoctor.errors import DataError, UsageError
 
@@ -245,6 +246,13 @@ class UsageStats:
             top1_mass=int(sorted_c[0]) / n,
             top10pct_mass=int(sorted_c[:top].sum()) / n,
             space=space,
+            vectors_per_code=n / k,
+            expected_used_codes=expected_used(k, n),
+            expected_utilization=expected_used(k, n) / k,
+            expected_dead_codes=k - expected_live(k, n, min_count),
+            expected_perplexity=expected_perplexity(k, n),
+            vectors_for_95=vectors_needed(k, 0.95),
+            vectors_for_99=vectors_needed(k, 0.99),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -279,9 +279,12 @@ def encoder_from_file(path: Path, *, device: torch.device) -> Encoder:
     is_script = any(n.endswith("constants.pkl") or "/code/" in n for n in names)
     is_export = path.suffix == ".pt2" or any(n.endswith("serialized_exported_program.json") or
                                               "/models/" in n for n in names)
+    static = None
     if is_export and not is_script:
         try:
-            module = torch.export.load(str(path)).module()
+            program = torch.export.load(str(path))
+            static = _static_batch(program)
+            module = program.module()
         except Exception as exc:
             raise InputFileError(f"encoder file {path}: torch.export.load failed: {_first_line(exc)}") from None
         kind = "torch.export program"
@@ -302,12 +305,39 @@ def encoder_from_file(path: Path, *, device: torch.device) -> Encoder:
             "(a plain torch.save pickle is refused: loading it would run code)",
             "save the encoder with torch.jit.save or torch.export.save",
         )
-    return Encoder(
-        description=f"{kind} {path}",
-        fn=_runner(module, device, lambda out: _first_tensor(out, "forward")),
-        channel_axis=1,
-        notes=(_OUTPUT_RULE.format(how="forward"),),
-    )
+    fn = _runner(module, device, lambda out: _first_tensor(out, "forward"))
+    notes: tuple[str, ...] = (_OUTPUT_RULE.format(how="forward"),)
+    if static is not None:
+        fn = _at_batch(fn, static)
+        notes += (f"The exported encoder has a static batch of {static}: inputs run {static} at a time, the last "
+                  "batch padded with copies of its last item and the padding dropped.",)
+    return Encoder(description=f"{kind} {path}", fn=fn, channel_axis=1, notes=notes)
+
+
+def _static_batch(program: object) -> int | None:
+    """The batch size a torch.export program was exported with when its first input's batch
+    dimension is static (an int, not a symbol); None when dynamic or unknown."""
+    user = set(getattr(getattr(program, "graph_signature", None), "user_inputs", ()) or ())
+    for node in program.graph.nodes:  # type: ignore[attr-defined]
+        if node.op == "placeholder" and node.name in user:
+            shape = getattr(node.meta.get("val"), "shape", None)
+            return int(shape[0]) if shape is not None and len(shape) and type(shape[0]) is int else None
+    return None
+
+
+def _at_batch(fn: Callable[[Tensor], Tensor], size: int) -> Callable[[Tensor], Tensor]:
+    """Run ``fn`` on exactly ``size`` rows at a time (pad the last chunk, drop the padding)."""
+    def run(x: Tensor) -> Tensor:
+        outs = []
+        for start in range(0, x.shape[0], size):
+            chunk = x[start : start + size]
+            real = chunk.shape[0]
+            if real < size:
+                chunk = torch.cat([chunk, chunk[-1:].expand(size - real, *chunk.shape[1:])])
+            outs.append(fn(chunk)[:real])
+        return torch.cat(outs)
+
+    return run
 
 
 # -------------------------------------------------------------------------------------- helpers

@@ -209,7 +209,17 @@ def validate_stats(path: Path, meta: Any, tensors: Mapping[str, torch.Tensor], *
             c.non_negative(mc, key)
             if not torch.equal(mc.sum(1), counts):
                 raise c.fail(f"the per-code sums of tensor {key!r}", "different", f"they must equal 'stats.{i}.counts'")
-        known_tensors |= {t.format(i=i) for t in expected_keys} | {key}
+        best, where = tensors.get(f"parking.{i}.best"), tensors.get(f"parking.{i}.mode")
+        if best is not None or where is not None:  # where the dead codes sit (optional)
+            if best is None or best.dtype != torch.float32 or tuple(best.shape) != (k,):
+                raise c.fail(f"tensor 'parking.{i}.best'", None if best is None else (str(best.dtype), tuple(best.shape)),
+                             f"must be float32 of shape ({k},) beside 'parking.{i}.mode'")
+            where = c.tensor(tensors, f"parking.{i}.mode", dtype=torch.int64, shape=(k,))
+            if bool(torch.isnan(best).any()) or (best.numel() and float(best.min()) < 0):
+                raise c.fail(f"a value of tensor 'parking.{i}.best'", "NaN or negative", "squared distances are >= 0")
+            if where.numel() and (int(where.min()) < -1 or int(where.max()) >= max(1, len(mode_names))):
+                raise c.fail(f"a value of tensor 'parking.{i}.mode'", int(where.max()), "must be a mode number or -1")
+        known_tensors |= {t.format(i=i) for t in expected_keys} | {key, f"parking.{i}.best", f"parking.{i}.mode"}
     extra = sorted(set(tensors) - known_tensors)
     if extra:
         raise c.fail("a tensor name", extra[0], "it is not part of the statistics format")

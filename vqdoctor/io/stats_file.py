@@ -11,6 +11,7 @@ its own dtype)::
     stats.<i>.x_sq_sum (d,) float64    stats.<i>.mode_counts (K, M) int64 (when modes are tracked)
     subsample.latents (m, D)           subsample.sample (m,) int64      subsample.idx (s,) int64
     subsample.inputs (s, F)            subsample.modes (m,) int64       (when present)
+    parking.<i>.best (K,) float32      parking.<i>.mode (K,) int64      (with modes: where dead codes sit)
 
 and its metadata holds one JSON document under the key ``vqdoctor.stats``: ``schema``
 (``"vqdoctor.stats/1"``), the checkpoint (path, format, nesting, sha256 ``fingerprint``, and how
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from vqdoctor.codebooks.model import Codebook, Discovery
+from vqdoctor.core.collapse import DeadCodeParking
 from vqdoctor.core.usage import FORMAT as USAGE_FORMAT, UsageStats
 from vqdoctor.core.gathered import Gathered
 from vqdoctor.errors import InputFileError, UsageError
@@ -126,6 +128,9 @@ def save_stats(stats: Statistics, path: str | Path) -> Path:
         tensors[f"stats.{i}.x_sq_sum"] = st.x_sq_sum
         if st.mode_counts is not None:
             tensors[f"stats.{i}.mode_counts"] = st.mode_counts
+        if g.parking is not None and name in g.parking:  # where the dead codes sit (merges by minimum)
+            tensors[f"parking.{i}.best"] = g.parking[name].best
+            tensors[f"parking.{i}.mode"] = g.parking[name].mode
     tensors["subsample.latents"] = g.sub_latents
     tensors["subsample.sample"] = g.sub_sample
     tensors["subsample.idx"] = torch.from_numpy(np.ascontiguousarray(g.sub_idx, dtype=np.int64))
@@ -194,6 +199,13 @@ def load_stats(path: str | Path) -> Statistics:
             t = tensors.get(f"stats.{i}.{a}")
             d[a] = None if t is None else t.tolist()
         stats[entry["name"]] = UsageStats.from_dict(d)
+    parking: dict[str, DeadCodeParking] | None = {}
+    for i, entry in enumerate(meta["stats"]):
+        best, mode = tensors.get(f"parking.{i}.best"), tensors.get(f"parking.{i}.mode")
+        if best is None or mode is None:
+            parking = None  # not kept (older file): the report says dead_parked null
+            break
+        parking[entry["name"]] = DeadCodeParking(best.to(torch.float32), mode.to(torch.int64))  # type: ignore[index]
     data = meta["data"]
     sub_idx = tensors["subsample.idx"].numpy().astype(np.int64)
     gathered = Gathered(
@@ -201,6 +213,7 @@ def load_stats(path: str | Path) -> Statistics:
         sub_latents=tensors["subsample.latents"], sub_sample=tensors["subsample.sample"], sub_idx=sub_idx,
         sub_inputs=tensors.get("subsample.inputs"), mode_names=list(data["mode_names"]),
         mode_source=data["mode_source"], sub_modes=tensors.get("subsample.modes"), notes=list(data["notes"]),
+        parking=parking or None,
     )
     return Statistics(
         checkpoint=checkpoint, codebooks=codebooks, options=options, gathered=gathered,

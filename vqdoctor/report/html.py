@@ -42,6 +42,7 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 .ok { background: #e3f4e1; color: #1d5e1a; } .warn { background: #fff3cd; color: #7a5a00; }
 .fail { background: #fbe0e0; color: #8f1b1b; font-weight: 600; }
+.insufficient { background: #e0f0fb; color: #1b4f8f; }
 code { background: #f5f5f5; padding: 0.1em 0.3em; border-radius: 3px; word-break: break-all; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }

@@ -23,7 +23,7 @@ def check_to_junit(result: CheckResult, *, suite: str = "vqdoctor check") -> str
     """The JUnit XML document (``<testsuites>`` with one ``<testsuite>``) as text."""
     counts = result.summary()
     attrs = {"name": suite, "tests": str(len(result.items)), "failures": str(counts["fail"]),
-             "errors": "0", "skipped": str(counts["skipped"]), "time": "0"}  # fmt: skip
+             "errors": "0", "skipped": str(counts["skipped"] + counts["insufficient"]), "time": "0"}  # fmt: skip
     root = ET.Element("testsuites", {k: v for k, v in attrs.items() if k != "skipped"})
     ts = ET.SubElement(root, "testsuite", attrs)
     props = ET.SubElement(ts, "properties")
@@ -35,7 +35,7 @@ def check_to_junit(result: CheckResult, *, suite: str = "vqdoctor check") -> str
         if item.outcome == "fail":
             failure = ET.SubElement(case, "failure", {"message": item.message, "type": item.kind})
             failure.text = item.message + (f"\nremedy: {item.remedy}" if item.remedy else "")
-        elif item.outcome == "skipped":
+        elif item.outcome in ("skipped", "insufficient"):  # not judged: neither passed nor failed
             ET.SubElement(case, "skipped", {"message": item.message})
         else:
             ET.SubElement(case, "system-out").text = item.message

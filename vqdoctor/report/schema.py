@@ -16,7 +16,7 @@ from vqdoctor.core.results import (
 )
 
 SCHEMA = "vqdoctor.report/1"
-Status = Literal["ok", "warn", "fail"]
+Status = Literal["ok", "warn", "fail", "insufficient"]  # insufficient: not enough data to judge (docs/verdicts.md)
 
 
 @dataclass(frozen=True)

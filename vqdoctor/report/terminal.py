@@ -21,8 +21,8 @@ from rich.text import Text
 from vqdoctor.core.results import EmbeddingsCollapse, TokensCollapse
 from vqdoctor.report.schema import CodebookReport, Report, Verdict
 
-STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-STATUS_ORDER = {"fail": 0, "warn": 1, "ok": 2}
+STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}
+STATUS_ORDER = {"fail": 0, "warn": 1, "insufficient": 2, "ok": 3}
 NONE = "-"
 
 
@@ -119,9 +119,9 @@ def verdict_summary(verdicts: Sequence[Verdict]) -> tuple[str, str | None]:
     """('1 fail, 2 warn', 'fail') for a list of verdicts; ('-', None) for none."""
     if not verdicts:
         return NONE, None
-    counts = {s: sum(1 for v in verdicts if v.status == s) for s in ("fail", "warn", "ok")}
+    counts = {s: sum(1 for v in verdicts if v.status == s) for s in ("fail", "warn", "insufficient", "ok")}
     worst = min((v.status for v in verdicts), key=STATUS_ORDER.__getitem__)
-    bad = [f"{counts[s]} {s}" for s in ("fail", "warn") if counts[s]]
+    bad = [f"{counts[s]} {s}" for s in ("fail", "warn", "insufficient") if counts[s]]
     return (", ".join(bad) if bad else f"{counts['ok']} ok"), worst
 
 
