@@ -113,7 +113,7 @@ def plan_transplant(target: Checkpoint, source: Checkpoint, *, parts: Sequence[s
                 f"The {part} of {source.path} does not match the {part} of {target.path}, so it cannot be "
                 f"copied in: " + "; ".join(lines) + ".",
                 "--encoder-from needs a pretrained model with the same encoder architecture (same keys and "
-                "shapes); pick its state dict with --nesting or the module with --encoder-prefix/--decoder-prefix.",
+                "shapes); name the module with --encoder-prefix/--decoder-prefix if it is called differently.",
             )
         for rest in sorted(t_keys):
             key = t_keys[rest]
