@@ -31,24 +31,12 @@ Deterministic for a given seed on a given device (random draws come from a CPU g
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from vqdoctor.core.assign import (
-    _GROUP,
-    _GROUP_LARGE,
-    _LARGE_K,
-    DEFAULT_BUDGET_BYTES,
-    MIN_ROWS_PER_WORKER,
-    _block_argmin,
-    _block_shape,
-    _linear,
-    _onednn_ok,
-    nearest_codes,
-)
+from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
 from vqdoctor.errors import DataError, UsageError
 
 METRICS = ("euclidean", "cosine")
@@ -215,22 +203,12 @@ def _lloyd(
     n_fixed: int = 0,
     progress: LloydProgress | None = None,
 ) -> KMeansResult:
-    # On CPU every pass but the last is one fused sweep per row block (_fused_assign_sums); the
-    # returned counts and inertia are those of an exact assignment of the returned centroids.
-    fused = x.device.type == "cpu" and x.shape[0] >= 2 * MIN_ROWS_PER_WORKER
-    x_sq = (x * x).sum(1) if fused else None
-
-    def assign(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, torch.Tensor]:
-        if x_sq is not None:
-            return _fused_assign_sums(x, x_sq, c, budget_bytes=budget_bytes)
-        return _assign_sums(x, c, metric=metric, budget_bytes=budget_bytes)
-
-    sums, counts, inertia, idx, dist = assign(centroids)
+    sums, counts, inertia, _, dist = _assign_sums(x, centroids, metric=metric, budget_bytes=budget_bytes)
     seeding_inertia = inertia
     done = 0
     for _ in range(iters):
         centroids = _update(sums, counts, centroids, x, dist, metric=metric, n_fixed=n_fixed)
-        sums, counts, new_inertia, idx, dist = assign(centroids)
+        sums, counts, new_inertia, _, dist = _assign_sums(x, centroids, metric=metric, budget_bytes=budget_bytes)
         done += 1
         converged = inertia > 0 and (inertia - new_inertia) <= tol * inertia
         inertia = new_inertia
@@ -238,10 +216,6 @@ def _lloyd(
             progress(done, iters, float(inertia))
         if converged or inertia == 0.0:
             break
-    if fused:  # exact counts and inertia of the returned centroids
-        _, counts, inertia, _, _ = _assign_sums(x, centroids, metric=metric, budget_bytes=budget_bytes)
-        if done == 0:
-            seeding_inertia = inertia
     return KMeansResult(
         centroids=centroids, inertia=float(inertia), counts=counts, iters=done, seeding_inertia=seeding_inertia
     )
@@ -295,94 +269,6 @@ def _assign_sums(
         sums.index_add_(0, idx[start : start + SUM_CHUNK], rows)
     inertia = float(dist.sum(dtype=torch.float64))
     return sums, counts, inertia, idx, dist
-
-
-def _fused_assign_sums(
-    x: torch.Tensor,  # (N, d) float32 CPU, contiguous (l2-normalised for cosine)
-    x_sq: torch.Tensor,  # (N,) ||x||^2
-    centroids: torch.Tensor,  # (k, d)
-    *,
-    budget_bytes: int,
-) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, torch.Tensor]:
-    """One Lloyd assignment as a single sweep per row block (CPU): the block's GEMM
-    ``||c||^2 - 2 x.c`` (oneDNN where torch has it, bias fused), its arg-minimum (the same
-    hierarchical reduction as :mod:`vqdoctor.core.assign`), ``dist = ||x||^2 + min`` (no second
-    pass over the codes) and the block's rows added into this stream's float32 sums while they are
-    in cache; one stream per core. Sums are returned in float64 (per-stream float32 partial sums
-    added), like :func:`_assign_sums`. ``dist`` carries the float32 cancellation of
-    ``||x||^2 - 2 x.c + ||c||^2`` (clamped at 0): good for the convergence test and the choice of
-    far points; the caller recomputes the final inertia exactly."""
-    n, d = x.shape
-    k = centroids.shape[0]
-    group = _GROUP_LARGE if k >= _LARGE_K else _GROUP if k >= _GROUP else k
-    k_pad = -(-k // group) * group
-    weight = torch.zeros(k_pad, d, dtype=torch.float32)
-    torch.mul(centroids, -2.0, out=weight[:k])
-    bias = torch.full((k_pad,), float("inf"), dtype=torch.float32)
-    bias[:k] = (centroids * centroids).sum(1)
-    rb, kb = _block_shape(n, k_pad, group, budget_bytes, cpu=True)
-    idx = torch.empty(n, dtype=torch.int64)
-    dist = torch.empty(n, dtype=torch.float32)
-    threads_before = torch.get_num_threads()
-    workers = max(1, min(threads_before, n // MIN_ROWS_PER_WORKER))
-    onednn = _onednn_ok()
-    partial: list[torch.Tensor | None] = [None] * workers
-    errors: list[BaseException] = []
-
-    def work(w: int, lo: int, hi: int) -> None:
-        try:
-            if workers > 1:
-                torch.set_num_threads(1)
-            sums = torch.zeros(k, d, dtype=torch.float32)
-            for start in range(lo, hi, rb):
-                stop = min(start + rb, hi)
-                xv = x[start:stop]
-                best_val: torch.Tensor | None = None
-                best_idx: torch.Tensor | None = None
-                for k0 in range(0, k_pad, kb):
-                    kk = min(kb, k_pad - k0)
-                    if onednn:
-                        blk = _linear(xv, weight[k0 : k0 + kk], bias[k0 : k0 + kk], "none", [], "")
-                    else:
-                        blk = torch.addmm(bias[k0 : k0 + kk], xv, weight[k0 : k0 + kk].T)
-                    val, arg = _block_argmin(blk, group)
-                    if k0:
-                        arg.add_(k0)
-                    if best_val is None or best_idx is None:
-                        best_val, best_idx = val, arg
-                    else:
-                        better = val < best_val  # strict: an equal later code never wins
-                        best_val = torch.where(better, val, best_val)
-                        best_idx = torch.where(better, arg, best_idx)
-                assert best_val is not None and best_idx is not None
-                idx[start:stop] = best_idx
-                torch.add(best_val, x_sq[start:stop], out=dist[start:stop])
-                sums.index_add_(0, best_idx, xv)
-            partial[w] = sums
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    bounds = [n * i // workers for i in range(workers + 1)]
-    if workers == 1:
-        work(0, 0, n)
-    else:
-        threads = [threading.Thread(target=work, args=(i, bounds[i], bounds[i + 1]), daemon=True) for i in range(workers)]
-        try:
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        finally:
-            torch.set_num_threads(threads_before)
-    if errors:
-        raise errors[0]
-    dist.clamp_(min=0.0)
-    sums64 = torch.zeros(k, d, dtype=torch.float64)
-    for part in partial:
-        assert part is not None
-        sums64 += part.to(torch.float64)
-    counts = torch.bincount(idx, minlength=k)
-    return sums64, counts, float(dist.sum(dtype=torch.float64)), idx, dist
 
 
 def _update(
