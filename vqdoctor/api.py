@@ -462,6 +462,9 @@ def fix_checkpoint(
         device = pick_device(data.device) if job is None else job[1]
         ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
         found = discover(ckpt, pattern=analysis.codebook)
+        if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
+            # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
+            data = replace(data, inputs=data_from_metadata(ckpt))
         source = None
         transplant: Transplant | None = None
         if encoder_from is not None:

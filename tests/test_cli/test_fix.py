@@ -180,3 +180,25 @@ def test_modes_are_inferred_once_per_fix(collapsed: tuple[Path, Path], tmp_path:
     assert r.exit_code == 0, r.output
     assert len(calls) == 1
     assert "inferred once per fix" in r.output
+
+
+def test_sample_fix_with_its_own_data_and_a_pretrained_encoder(tmp_path: Path) -> None:
+    """The sample names its data relative to itself; the output written elsewhere is verified on
+    the same data, with the pretrained sample's encoder and decoder copied in."""
+    from vqdoctor.samples import __file__ as samples_init
+
+    samples = Path(samples_init).parent
+    out = tmp_path / "fixed.safetensors"
+    r = runner.invoke(app, ["fix", "kmeans", str(samples / "vanilla_tokens_collapse.safetensors"), "--encoder-from",
+                            str(samples / "pretrained_healthy.safetensors"), "--with-decoder", "--out", str(out),
+                            "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    outcome = json.loads(r.stdout)
+    pretrained = load_file(str(samples / "pretrained_healthy.safetensors"))
+    fixed = load_file(str(out))
+    assert {c["part"] for c in outcome["copied"]} == {"encoder", "decoder"}
+    assert all(torch.equal(fixed[c["key"]], pretrained[c["source_key"]]) for c in outcome["copied"])
+    (cb,) = outcome["codebooks"]
+    assert cb["used_after"] > cb["used_before"] and cb["used_after"] >= 0.95 * cb["size"]
