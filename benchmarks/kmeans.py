@@ -87,6 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.per_core:
         n, ks, iters = 50_000, [256, 4096], {256: 10, 4096: 10}
+        torch.set_num_threads(1)
     elif args.quick:
         n, ks, iters = 20_000, [64, 512], {64: 5, 512: 5}
     else:

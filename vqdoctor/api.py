@@ -520,18 +520,18 @@ def fix_checkpoint(
                 notes.append("The verified after-state is worse than the before-state, so nothing was written "
                              "(pass --force to write it anyway).")
                 return FixOutcome(path=None, notes=notes, before=before, after=after,
-                                  copied=transplant.copied if transplant else (), copied_from=transplant.source if transplant else None,
-                                  changes=tuple(changes),
-                                  worse=True, target=target)
+                                  copied=transplant.copied if transplant else (),
+                                  copied_from=transplant.source if transplant else None,
+                                  changes=tuple(changes), worse=True, target=target)
             if worse:
                 notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
             written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
         finally:
             _remove(tmp)
         return FixOutcome(path=written, notes=notes, before=before, after=after,
-                          copied=transplant.copied if transplant else (), copied_from=transplant.source if transplant else None,
-                                  changes=tuple(changes),
-                          worse=worse, target=target)
+                          copied=transplant.copied if transplant else (),
+                          copied_from=transplant.source if transplant else None,
+                          changes=tuple(changes), worse=worse, target=target)
 
 
 def _commit(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],
