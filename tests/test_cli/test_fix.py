@@ -102,6 +102,8 @@ def test_in_place_keeps_backup(collapsed: tuple[Path, Path]) -> None:
         (["fix", "kmeans", "{ckpt}", "--latents", "{lat}", "--out", "{out}", "--codebook", "nope*"], "nope"),
         (["fix", "simvq", "{ckpt}", "--out", "{out}", "--mode", "magic"], "--mode"),
         (["fix", "kmeans", "{ckpt}", "--latents", "{lat}", "--out", "{ckpt}"], "overwrite"),
+        (["fix", "kmeans", "{ckpt}", "--latents", "{lat}", "--out", "{out}", "--with-decoder"], "--with-decoder"),
+        (["fix", "kmeans", "{ckpt}", "--latents", "{lat}", "--out", "{out}", "--encoder-from", "{ckpt}"], "--inputs"),
     ],
 )
 def test_bad_inputs_get_clear_errors(collapsed: tuple[Path, Path], tmp_path: Path, args: list[str], message: str) -> None:
