@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -26,6 +28,8 @@ from vqdoctor.errors import DataError, EncoderError, UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.fixes import FixResult
 from vqdoctor.io.checkpoints import load_checkpoint
+from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
+from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.io.data import open_inputs, open_latents
 from vqdoctor.io.prefetch import prefetch
@@ -39,6 +43,7 @@ from vqdoctor.io.encoders import (
 )
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
 from vqdoctor.options import AnalysisOptions, DataOptions
+from vqdoctor.repair import Change, compare, infer_modes_once, summary
 from vqdoctor.report.schema import CheckpointInfo, Report
 
 ProgressFn = Callable[[int], None]
@@ -342,8 +347,8 @@ def report_from_statistics(
 
 
 # --------------------------------------------------------------------------------------------
-# Repairs (`vqdoctor fix`): gather the vectors, run a fix on every stack, write a new file, and
-# measure before/after with the same analysis `inspect` runs.
+# Repairs (`vqdoctor fix`): gather the vectors, run a fix on every stack, write the output to a
+# temporary file, verify that file as it will run (vqdoctor/repair.py), then move it into place.
 
 
 @dataclass(frozen=True)
@@ -354,6 +359,7 @@ class Latents:
     modes: np.ndarray | None  # (N,) int mode id per vector (labels), or None
     mode_names: list[str] | None
     description: str
+    mode_source: str | None = None  # None: the user's labels
 
 
 def collect_latents(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> Latents | None:
@@ -384,7 +390,7 @@ def _memory_stream(lat: Latents, batch_size: int) -> VectorStream:
         return lat.x[rows.to(lat.x.device)], rows
 
     return VectorStream(description=lat.description, n_samples=n, batches=batches, take=take,
-                        labels=lat.modes, label_names=lat.mode_names)
+                        labels=lat.modes, label_names=lat.mode_names, mode_source=lat.mode_source)
 
 
 def report_on_latents(ckpt: Checkpoint, discovery: Discovery, lat: Latents, *, analysis: AnalysisOptions,
@@ -399,10 +405,34 @@ FixFn = Callable[[Mapping[str, torch.Tensor], Stack, "Latents | None"], FixResul
 
 @dataclass(frozen=True)
 class FixOutcome:
-    path: Path
+    """What a fix did. ``path`` is where the output is (None: not written, because the verified
+    after-state was worse and ``force`` was off); ``before``/``after`` are the reports (None
+    without data), ``after`` measured on the written file; ``copied`` lists every tensor of the
+    output that came from another checkpoint (``--encoder-from``)."""
+
+    path: Path | None
     notes: list[str]
-    before: Report | None  # None when the fix ran without data
+    before: Report | None
     after: Report | None
+    copied: tuple[Copied, ...] = ()
+    changes: tuple[Change, ...] = ()
+    worse: bool = False  # some codebook is worse after the fix (repair.compare)
+    target: Path | None = None  # where the output was (or would have been) written
+    copied_from: str | None = None  # the --encoder-from checkpoint
+
+    def to_dict(self) -> dict[str, object]:
+        """The fix outcome for machines (``vqdoctor fix --json``), schema ``vqdoctor.fix/1``."""
+        return {
+            "schema": "vqdoctor.fix/1",
+            "output": str(self.target) if self.target is not None else None,
+            "written": self.path is not None,
+            "worse": self.worse,
+            "copied": [{"key": c.key, "source_key": c.source_key, "part": c.part, "shape": list(c.shape)}
+                       for c in self.copied],
+            "copied_from": self.copied_from,
+            "codebooks": [c.to_dict() for c in self.changes],
+            "notes": list(self.notes),
+        }
 
 
 def _matching(found: Discovery, before: Discovery) -> Discovery:
@@ -410,6 +440,28 @@ def _matching(found: Discovery, before: Discovery) -> Discovery:
     names = {cb.name for cb in before.codebooks}
     picked = tuple(s for s in found.stacks if any(cb.name in names for cb in s.codebooks))
     return Discovery(stacks=picked) if picked else found
+
+
+def _with_modes(lat: Latents, modes: tuple[np.ndarray, list[str], str] | None) -> Latents:
+    if modes is None or lat.modes is not None:
+        return lat
+    return replace(lat, modes=modes[0], mode_names=modes[1], mode_source=modes[2])
+
+
+def _temp_output(target: Path) -> Path:
+    """A fresh path next to ``target`` with its suffix (the writers keep the format by suffix)."""
+    for i in range(1000):
+        cand = target.with_name(f"{TMP_PREFIX}{target.stem[:80]}-unverified-{os.getpid()}-{i}{target.suffix}")
+        if not cand.exists():
+            return cand
+    raise UsageError(f"Cannot find a free temporary name next to {target}.", f"Remove them with: vqdoctor clean {target.parent}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def fix_checkpoint(
@@ -421,11 +473,23 @@ def fix_checkpoint(
     data: DataOptions = DataOptions(),
     analysis: AnalysisOptions = AnalysisOptions(projection="none"),
     encoder_from: Path | None = None,
+    encoder_prefixes: tuple[str, ...] = ("encoder",),
+    with_decoder: bool = False,
+    decoder_prefixes: tuple[str, ...] = ("decoder",),
     need_data: bool = True,
     across_ranks: bool = False,
+    force: bool = False,
 ) -> FixOutcome:
     """Repair ``checkpoint`` into ``out`` (same format; the input is untouched unless ``in_place``,
-    which keeps a backup), re-load the output and measure before/after on the same vectors.
+    which keeps a backup) and verify the output as it will run.
+
+    ``encoder_from``: a pretrained checkpoint (e.g. the autoencoder trained without VQ) whose
+    ``encoder_prefixes`` modules (and ``decoder_prefixes`` with ``with_decoder``) are copied into
+    the output, matched by key (vqdoctor/io/transplant.py); the fix sees the vectors of that
+    encoder. The output is written to a temporary file, re-loaded, re-encoded with the encoder in
+    it (or the user's latents) and re-assigned with each quantizer's own rule; that is the
+    after-state. When it is worse than the before-state (vqdoctor/repair.py), the temporary file
+    is removed and ``path`` is None, unless ``force``.
 
     Under torchrun (``across_ranks``: the fix reduces its statistics over the ranks, as
     ``fix kmeans`` does), every rank encodes its slice of the data, the fix runs on every rank
@@ -435,10 +499,15 @@ def fix_checkpoint(
         raise UsageError("Say where to write the repaired checkpoint: --out NEW (or --in-place, which keeps a backup).")
     if encoder_from is not None and data.latents is not None:
         raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
+    if with_decoder and encoder_from is None:
+        raise UsageError("--with-decoder copies the decoder of --encoder-from PRETRAINED; pass that too.")
     target = Path(checkpoint) if out is None else out
     # the output is never one of the inputs (checkpoint, data, labels, encoders), nor inside one
     refuse_overlap(target, [p for p in (Path(checkpoint), data.latents, data.inputs, data.labels, data.encoder,
                                         encoder_from) if p is not None], allow_same=Path(checkpoint) if in_place else None)
+    if in_place and out is not None and not (out.exists() and os.path.samefile(out, checkpoint)):
+        raise UsageError(f"--in-place writes over the input {checkpoint}, but the output given is {out}.",
+                         "Drop --in-place to write a new file, or give the input path as the output.")
     with distributed.session(pick_device(data.device)) as job:
         if job is not None and not across_ranks:
             raise UsageError("This fix does not run under torchrun (only `fix kmeans` reduces over ranks).",
@@ -448,8 +517,23 @@ def fix_checkpoint(
         device = pick_device(data.device) if job is None else job[1]
         ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
         found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-        source = load(encoder_from, allow_globals=data.allow_globals) if encoder_from is not None else ckpt
-        lat = collect_latents(source, data, device=device)
+        if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
+            # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
+            data = replace(data, inputs=data_from_metadata(ckpt))
+        source = None
+        transplant: Transplant | None = None
+        if encoder_from is not None:
+            source = load(encoder_from, allow_globals=data.allow_globals)
+            parts = encoder_prefixes + (decoder_prefixes if with_decoder else ())
+            transplant = plan_transplant(ckpt, source, parts=parts)
+        runnable = with_arch(ckpt, source)  # the model as it is (an encoder description lent by the source)
+        lat_before = collect_latents(runnable, data, device=device)
+        modes = None
+        if lat_before is not None and lat_before.modes is None and distributed.is_main():
+            modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
+        lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
+        staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
+        lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
         if lat is None and need_data:
             raise DataError(
                 "This fix needs data: the vectors that reach the quantizer.",
@@ -457,18 +541,61 @@ def fix_checkpoint(
             )
         result = FixResult()
         for stack in found.stacks:  # later stacks see the earlier stacks' updates
-            result.merge(fix(ChainMap(result.updates, ckpt.state), stack, lat))
-        if not result.updates and not result.remove:
+            result.merge(fix(ChainMap(result.updates, staged_ckpt.state), stack, lat))
+        if not result.updates and not result.remove and transplant is None:
             raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
         if not distributed.is_main():
-            return FixOutcome(path=target, notes=list(result.notes), before=None, after=None)
+            return FixOutcome(path=target, notes=list(result.notes), before=None, after=None, target=target)
+        notes = (transplant.notes() if transplant is not None else []) + list(result.notes)
         if job is not None and lat is not None:
-            result.notes.append(f"k-means ran over all {job[0].world_size} ranks; before/after are measured on "
-                                f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
+            notes.append(f"k-means ran over all {job[0].world_size} ranks; before/after are measured on "
+                         f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
+        if modes is not None:
+            notes.append(f"Data modes {modes[2]} ({len(modes[1])} modes), used for both tables.")
+        updates = {**(transplant.tensors if transplant is not None else {}), **result.updates}
         measure = replace(analysis, codebook=None)
-        before = report_on_latents(ckpt, found, lat, analysis=measure) if lat is not None else None
-        written = write_checkpoint(ckpt, target, updates=result.updates, remove=result.remove, in_place=in_place)
-        new_ckpt = load(written, allow_globals=data.allow_globals, nesting=data.nesting)
-        after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
-        after = report_on_latents(new_ckpt, after_found, lat, analysis=measure) if lat is not None else None
-        return FixOutcome(path=written, notes=list(result.notes), before=before, after=after)
+        before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
+        tmp = _temp_output(target)
+        with removed_on_signal(tmp):
+            try:
+                write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
+                new_ckpt = with_arch(load(tmp, allow_globals=data.allow_globals, nesting=data.nesting), source)
+                after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
+                after = None
+                if lat_before is not None:
+                    # the vectors as the written model makes them: re-encoded by the encoder in the file
+                    # (its metadata encoder or the --model factory with its weights), or the user's latents
+                    lat_after = lat_before if data.latents is not None else collect_latents(new_ckpt, data, device=device)
+                    lat_after = _with_modes(lat_after, modes) if lat_after is not None else lat_before
+                    after = report_on_latents(new_ckpt, after_found, lat_after, analysis=measure)
+                    after = replace(after, checkpoint=replace(after.checkpoint, path=str(target)))
+                changes = compare(before, after) if before is not None and after is not None else []
+                worse = any(c.worse for c in changes)
+                notes += summary(changes)
+                if worse and not force:
+                    notes.append("The verified after-state is worse than the before-state, so nothing was written "
+                                 "(pass --force to write it anyway).")
+                    return FixOutcome(path=None, notes=notes, before=before, after=after,
+                                      copied=transplant.copied if transplant else (),
+                                      copied_from=transplant.source if transplant else None,
+                                      changes=tuple(changes), worse=True, target=target)
+                if worse:
+                    notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
+                written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
+            finally:
+                _remove(tmp)
+        return FixOutcome(path=written, notes=notes, before=before, after=after,
+                          copied=transplant.copied if transplant else (),
+                          copied_from=transplant.source if transplant else None,
+                          changes=tuple(changes), worse=worse, target=target)
+
+
+def _commit(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],
+            remove: set[str], in_place: bool) -> Path:
+    """Put the verified output in place: a rename where nothing is in the way, else the writer
+    again (same updates, same bytes; it keeps the backup of --in-place and replaces atomically)."""
+    if not in_place and (not target.exists() or (tmp.is_file() and target.is_file())):
+        os.replace(tmp, target)  # atomic, over an existing file too
+        return target
+    _remove(tmp)  # not left beside the output while the writer runs (it reports leftovers there)
+    return write_checkpoint(ckpt, target, updates=updates, remove=remove, in_place=in_place)

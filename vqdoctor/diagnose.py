@@ -59,6 +59,7 @@ class VectorStream:
     labels: np.ndarray | None = None  # (n_samples,) int
     label_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    mode_source: str | None = None  # where ``labels`` came from when not the user's (fix: inferred once)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: t
     if stream.labels is not None:
         k = int(stream.labels.max()) + 1 if stream.labels.size else 0
         names = stream.label_names or [str(i) for i in range(k)]
-        return _Modes("labels", list(names), stream.labels.astype(np.int64), None, False)
+        return _Modes(stream.mode_source or "labels", list(names), stream.labels.astype(np.int64), None, False)
     on_inputs = sub_inputs is not None
     basis = sub_inputs if on_inputs else sub_latents
     model = fit_modes(basis.float().cpu(), seed=options.seed)

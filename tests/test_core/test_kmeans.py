@@ -127,3 +127,15 @@ def test_large_k_seeding_runs() -> None:
     assert c.shape == (4096, 16)
     # drawn without replacement: distinct points
     assert torch.unique(c, dim=0).shape[0] == 4096
+
+
+def test_progress_hears_every_lloyd_iteration() -> None:
+    from vqdoctor.core.kmeans import kmeans as _kmeans
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 4, generator=g) + 6 * torch.randint(0, 5, (3000, 1), generator=g).float()
+    heard: list[tuple[int, int, float]] = []
+    res = _kmeans(x, 16, iters=7, tol=0.0, seed=0, progress=lambda i, n, inertia: heard.append((i, n, inertia)))
+    assert [h[0] for h in heard] == list(range(1, res.iters + 1)) and all(h[1] == 7 for h in heard)
+    assert heard[-1][2] == pytest.approx(res.inertia, rel=1e-6)
+    assert all(b[2] <= a[2] * (1 + 1e-6) for a, b in zip(heard, heard[1:]))  # Lloyd never increases inertia

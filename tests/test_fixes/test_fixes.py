@@ -150,3 +150,55 @@ def test_residual_levels_fit_residuals() -> None:
     for i in range(2):
         cs, avg = res.updates[f"rvq.layers.{i}._codebook.cluster_size"], res.updates[f"rvq.layers.{i}._codebook.embed_avg"]
         assert torch.allclose(avg / cs[:, None], res.updates[f"rvq.layers.{i}._codebook.embed"], atol=1e-5)
+
+
+def test_revive_on_simvq_counts_the_codes_as_written(plant: Planted) -> None:
+    """A rank-deficient W cannot place the revived rows where k-means wanted them: the note counts
+    what C W^T really holds (the issue: "570 revived, all now used" with 345 dead afterwards)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.zeros(8, 8)
+    w[0, 0] = 1.0  # rank 1: C W^T lives on a line
+    c = torch.randn(40, 8, generator=g)
+    c[4:] = 1e3  # 36 codes far away: dead
+    state = {"vq.frozen_codebook": c, "vq.code_transform.weight": w}
+    res = revive_stack(state, _one(state), plant.x, min_count=150)
+    new = {**state, **res.updates}
+    eff = new["vq.frozen_codebook"] @ new["vq.code_transform.weight"].T
+    counts = torch.bincount(nearest_codes(plant.x, eff)[0], minlength=40)
+    revived = torch.bincount(nearest_codes(plant.x, c @ w.T)[0], minlength=40) < 150
+    dead_after, revived_used = int((counts < 150).sum()), int((counts[revived] >= 150).sum())
+    assert 0 < dead_after < 40
+    note = next(n for n in res.notes if "revived" in n)
+    assert f"{revived_used} of them now used at least 150 times" in note, note
+    assert f"{dead_after} of 40 codes dead after the fix" in note, note
+
+
+def test_simvq_exact_warns_about_duplicate_rows(plant: Planted) -> None:
+    table = plant.x[:40].clone()
+    table[10:20] = table[0]  # 10 copies of one code: W cannot separate them
+    state = {"quantize.embedding.weight": table}
+    res = to_simvq(state, _one(state).codebooks[0], mode="exact")
+    warn = [n for n in res.notes if "WARNING" in n]
+    assert warn and "11 of 40 codes duplicate" in warn[0] and "fix revive" in warn[0]
+    clean = {"quantize.embedding.weight": plant.x[:40].clone()}
+    assert not [n for n in to_simvq(clean, _one(clean).codebooks[0], mode="exact").notes if "WARNING" in n]
+
+
+def test_no_two_codes_closer_than_float32_resolution_after_a_fix(plant: Planted) -> None:
+    from vqdoctor.fixes._separate import min_separation, separate_codes, too_close
+
+    x = torch.cat([plant.x[:30], plant.x[:30]])  # 30 distinct vectors for 40 codes: k-means must duplicate
+    state = {"quantize.embedding.weight": plant.collapsed.clone()}
+    res = kmeans_reinit(state, _one(state), x)
+    new = res.updates["quantize.embedding.weight"]
+    flag, _ = too_close(new, min_separation(new, x))
+    assert not bool(flag.any())
+    assert any("moved" in n for n in res.notes)
+    # codes 1e-4 apart (the issue's case) are moved; the ones that must stay, stay
+    table = plant.means.repeat(2, 1)
+    table[4:] += 1e-4
+    keep = torch.tensor([True] * 4 + [False] * 4)
+    out = separate_codes(table, plant.x, movable=~keep, seed=0)
+    assert torch.equal(out[keep], table[keep])
+    assert not bool(too_close(out, min_separation(out, plant.x))[0].any())
+    assert torch.equal(out, separate_codes(table, plant.x, movable=~keep, seed=0))  # deterministic

@@ -1,11 +1,17 @@
 """`vqdoctor fix kmeans|revive|simvq`: repair a checkpoint, write a new file, show before/after.
 
 The commands parse options, call :func:`vqdoctor.api.fix_checkpoint` with the fix to run, and
-render the before/after table from the two reports."""
+render the before/after table from the two reports (the after-report is measured on the written
+file: vqdoctor/repair.py). Exit codes: 0 written; 1 the verified after-state is worse than the
+before-state and nothing was written (``--force`` writes it and exits 0); 2 usage or input error."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,6 +29,7 @@ from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.codebooks.model import Stack
 from vqdoctor.errors import UsageError
+from vqdoctor.core.kmeans import LloydProgress, kmeans
 from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import CodebookReport, Report
@@ -36,6 +43,8 @@ app.add_typer(fix_app, name="fix")
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the repaired checkpoint (same format as the input).", rich_help_panel="Output")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Overwrite the input (a backup NAME.bak is kept).", rich_help_panel="Output")]
 IterOpt = Annotated[int, typer.Option("--iters", help="Lloyd iterations of k-means.", rich_help_panel="Fix")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Write the output even when the verified after-state is worse than the before-state (fewer used codes or higher quantization error).", rich_help_panel="Output")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the fix outcome as JSON (schema vqdoctor.fix/1) instead of the table.", rich_help_panel="Output")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,7 +69,7 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
         err.print(f"• {note}", markup=False, highlight=False)
     before, after = _rows(outcome.before), _rows(outcome.after)
     if before:
-        table = Table(title="Before → after (same data, same analysis as `inspect`)")
+        table = Table(title="Before → after (same data, same analysis as `inspect`; after = the written file as it runs)")
         for col in ("codebook", "utilization", "perplexity", "dead codes", "quant. MSE", "allocation TV"):
             table.add_column(col, justify="left" if col == "codebook" else "right")
         a_rows = list(after.values())
@@ -76,21 +85,63 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
             table.add_row(name, pair(usage("utilization"), ".3f"), pair(usage("perplexity"), ".1f"),
                           pair(usage("dead_codes"), "d"), pair(usage("quantization_mse"), ".4g"), pair(_tv, ".3f"))
         console.print(table)
-    console.print(f"Wrote {outcome.path}")
+    if outcome.copied:
+        console.print(f"Tensors copied from {outcome.copied_from} ({len(outcome.copied)}):", markup=False, highlight=False)
+        for c in outcome.copied:
+            src = "" if c.source_key == c.key else f" (from {c.source_key})"
+            console.print(f"  {c.part}: {c.key} {tuple(c.shape)}{src}", markup=False, highlight=False)
+    if outcome.worse:
+        console.print("WORSE after the fix: " + "; ".join(f"{c.name}: {', '.join(c.worse)}" for c in outcome.changes if c.worse),
+                      markup=False, highlight=False)
+    if outcome.path is None:
+        console.print(f"Not written: {outcome.target} (pass --force to write a worse result)", markup=False, highlight=False)
+    else:
+        console.print(f"Wrote {outcome.path}", markup=False, highlight=False)
+
+
+@contextmanager
+def _lloyd_progress(err: Console) -> Iterator[LloydProgress | None]:
+    """Per-iteration k-means progress on stderr (iteration, inertia, ETA); None when stderr is
+    not a terminal, so logs and pipes stay quiet."""
+    if not err.is_terminal:
+        yield None
+        return
+    state = {"last": time.perf_counter(), "t0": time.perf_counter()}
+
+    def report(done: int, total: int, inertia: float) -> None:
+        now = time.perf_counter()
+        if done == 1:  # a new k-means (next codebook): time from the end of the previous one (seeding included)
+            state["t0"] = state["last"]
+        state["last"] = now
+        eta = (now - state["t0"]) / done * max(0, total - done)
+        err.print(f"k-means iteration {done}/{total}: inertia {inertia:.6g}, ETA {eta:.0f} s", markup=False,
+                  highlight=False, end="\r" if done < total else "\n")
+
+    yield report
 
 
 def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
          encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False,
-         metric: str = "auto", modes: str = "auto") -> None:
+         metric: str = "auto", modes: str = "auto",
+         force: bool = False, as_json: bool = False, encoder_prefixes: tuple[str, ...] = ("encoder",),
+         with_decoder: bool = False, decoder_prefixes: tuple[str, ...] = ("decoder",)) -> None:
     if not in_place:
         check_outputs(("--out", out))
     analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False,
                                metric=check_metric(metric), modes=check_modes(modes))
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
-                                 encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks)
+                                 encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks,
+                                 force=force, encoder_prefixes=encoder_prefixes, with_decoder=with_decoder,
+                                 decoder_prefixes=decoder_prefixes)
     job = distributed.detect()
-    if job is None or job.is_main:  # under torchrun only rank 0 wrote the file and reports it
+    if job is not None and not job.is_main:  # under torchrun only rank 0 wrote the file and reports it
+        return
+    if as_json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    else:
         _render(outcome, Console())
+    if outcome.path is None:
+        raise typer.Exit(code=1)
 
 
 def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
@@ -118,7 +169,10 @@ def kmeans_command(
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
-    encoder_from: Annotated[Optional[Path], typer.Option("--encoder-from", help="A pretrained checkpoint (e.g. the autoencoder trained without VQ) whose encoder encodes --inputs.", rich_help_panel="Encoder")] = None,
+    encoder_from: Annotated[Optional[Path], typer.Option("--encoder-from", help="A pretrained checkpoint (e.g. the autoencoder trained without VQ): its encoder is copied into the output (matched by key) and the codebook is fitted on its outputs.", rich_help_panel="Encoder")] = None,
+    encoder_prefix: Annotated[Optional[list[str]], typer.Option("--encoder-prefix", help="Module(s) that make the encoder, copied by --encoder-from (repeatable; default: encoder).", rich_help_panel="Encoder")] = None,
+    with_decoder: Annotated[bool, typer.Option("--with-decoder", help="Also copy the pretrained decoder (--decoder-prefix, default: decoder).", rich_help_panel="Encoder")] = False,
+    decoder_prefix: Annotated[Optional[list[str]], typer.Option("--decoder-prefix", help="Module(s) that make the decoder, copied by --with-decoder (repeatable; default: decoder).", rich_help_panel="Encoder")] = None,
     allow_global: AllowGlobalOpt = None,
     nesting: NestingOpt = None,
     codebook: CodebookOpt = None,
@@ -131,19 +185,30 @@ def kmeans_command(
     memory_budget_mb: BudgetOpt = 256,
     modes: ModesOpt = "auto",
     in_place: InPlaceOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs."""
+    """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs; with
+    --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
     check_ranges(("--seed", seed), ("--iters", iters), ("--memory-budget-mb", memory_budget_mb))
 
+    err = Console(stderr=True)
+
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        assert lat is not None
-        return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20,
-                             cluster=distributed.kmeans_across_ranks)
+        assert lat is not None  # need_data=True: fix_checkpoint refuses to run without data
+        with _lloyd_progress(err) as progress:
+            cluster = (distributed.kmeans_across_ranks if distributed.detect() is not None or progress is None
+                       else functools.partial(kmeans, progress=progress))
+            return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20,
+                                 cluster=cluster)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=encoder_from,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric, modes=modes)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric, modes=modes,
+         force=force, as_json=as_json,
+         encoder_prefixes=tuple(encoder_prefix or ("encoder",)), with_decoder=with_decoder,
+         decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
 
 
 @fix_app.command("revive")
@@ -173,19 +238,24 @@ def revive_command(
     memory_budget_mb: BudgetOpt = 256,
     modes: ModesOpt = "auto",
     in_place: InPlaceOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
                  batch_size, device, max_vectors)
     check_ranges(("--seed", seed), ("--iters", iters), ("--min-count", min_count), ("--memory-budget-mb", memory_budget_mb))
 
+    err = Console(stderr=True)
+
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        assert lat is not None
-        return revive_stack(state, stack, lat.x, min_count=min_count, iters=iters, seed=seed,
-                            budget_bytes=memory_budget_mb << 20)
+        assert lat is not None  # need_data=True: fix_checkpoint refuses to run without data
+        with _lloyd_progress(err) as progress:
+            return revive_stack(state, stack, lat.x, min_count=min_count, iters=iters, seed=seed,
+                                budget_bytes=memory_budget_mb << 20, progress=progress)
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes)
+         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes, force=force, as_json=as_json)
 
 
 @fix_app.command("simvq")
@@ -215,6 +285,8 @@ def simvq_command(
     memory_budget_mb: BudgetOpt = 256,
     modes: ModesOpt = "auto",
     in_place: InPlaceOpt = False,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Rewrite codebooks as SimVQ (codes = C·Wᵀ, C frozen). Data is optional (for before/after)."""
     if mode not in ("exact", "paper"):
@@ -232,4 +304,4 @@ def simvq_command(
         return total
 
     _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes)
+         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes, force=force, as_json=as_json)

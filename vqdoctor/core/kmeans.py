@@ -31,6 +31,7 @@ Deterministic for a given seed on a given device (random draws come from a CPU g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,9 @@ INITS = ("k-means++", "random")
 _MIN_GROWTH = 0.125  # centres drawn per seeding round, at least this fraction of those already drawn
 _SEED_POINTS_PER_CENTROID = 64  # seeding looks at a uniform subsample of at most 64 k points
 _ROUNDS = 12  # ... and enough that about this many rounds reach k (each round costs O(N d) overhead)
+
+# progress(iteration done, iterations at most, inertia after it): called after every Lloyd update
+LloydProgress = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,10 @@ def kmeans(
     init: str = "k-means++",
     tol: float = 1e-4,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: LloydProgress | None = None,
 ) -> KMeansResult:
-    """Cluster the rows of ``x`` into ``k`` centroids (see the module docstring)."""
+    """Cluster the rows of ``x`` into ``k`` centroids (see the module docstring); ``progress``
+    hears about every Lloyd iteration."""
     x = _validate(x, k, iters=iters, metric=metric, init=init, tol=tol)
     if metric == "cosine":
         x = torch.nn.functional.normalize(x, dim=1)
@@ -90,7 +96,7 @@ def kmeans(
     else:
         centroids = seed_kmeanspp(x, k, generator=gen, budget_bytes=budget_bytes)
 
-    return _lloyd(x, centroids, iters=iters, tol=tol, metric=metric, budget_bytes=budget_bytes)
+    return _lloyd(x, centroids, iters=iters, tol=tol, metric=metric, budget_bytes=budget_bytes, progress=progress)
 
 
 def seed_kmeanspp(
@@ -122,6 +128,7 @@ def kmeans_extend(
     metric: str = "euclidean",
     tol: float = 1e-4,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: LloydProgress | None = None,
 ) -> KMeansResult:
     """Add ``k_new`` centroids to ``fixed`` ones that stay put: D^2 seeding against the fixed
     centroids (so new ones start in the worst-served regions), then Lloyd iterations that move
@@ -144,7 +151,8 @@ def kmeans_extend(
     else:
         new = seed_kmeanspp(x, k_new, generator=gen, budget_bytes=budget_bytes)
     centroids = torch.cat([fixed, new])
-    res = _lloyd(x, centroids, iters=iters, tol=tol, metric=metric, budget_bytes=budget_bytes, n_fixed=m)
+    res = _lloyd(x, centroids, iters=iters, tol=tol, metric=metric, budget_bytes=budget_bytes, n_fixed=m,
+                 progress=progress)
     return KMeansResult(
         centroids=res.centroids[m:], inertia=res.inertia, counts=res.counts[m:], iters=res.iters,
         seeding_inertia=res.seeding_inertia,
@@ -193,6 +201,7 @@ def _lloyd(
     metric: str,
     budget_bytes: int,
     n_fixed: int = 0,
+    progress: LloydProgress | None = None,
 ) -> KMeansResult:
     sums, counts, inertia, _, dist = _assign_sums(x, centroids, metric=metric, budget_bytes=budget_bytes)
     seeding_inertia = inertia
@@ -203,6 +212,8 @@ def _lloyd(
         done += 1
         converged = inertia > 0 and (inertia - new_inertia) <= tol * inertia
         inertia = new_inertia
+        if progress is not None:
+            progress(done, iters, float(inertia))
         if converged or inertia == 0.0:
             break
     return KMeansResult(

@@ -25,11 +25,12 @@ from typing import Literal, Protocol
 import torch
 
 from vqdoctor.codebooks.model import Codebook, Stack
-from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES
+from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
 from vqdoctor.core.chain import LevelOutput
 from vqdoctor.core.kmeans import KMeansResult, kmeans
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._levels import gather_latents, refit_stack
+from vqdoctor.fixes._separate import separate_codes
 from vqdoctor.fixes._state import FixResult, StateEdit, write_codes
 
 SimvqTarget = Literal["rewrite-c", "refit-w"]
@@ -70,10 +71,15 @@ def kmeans_reinit(
             km = cluster(vecs, cb.size, iters=iters, seed=seed, metric=cb.metric, budget_bytes=budget_bytes)
         except UsageError as err:
             raise UsageError(f"codebook {cb.name!r}: {err.message}", err.hint) from None
-        codes = km.centroids.cpu()
+        codes = separate_codes(km.centroids.cpu(), vecs.cpu(), seed=seed, notes=result.notes, name=cb.name,
+                               metric=cb.metric)
         if cb.metric == "cosine":
             codes = _stored_cosine(cb, codes, vecs.cpu(), out.idx.cpu())
-        used = int((km.counts > 0).sum())
+        counts = km.counts.cpu()
+        if not torch.equal(codes, km.centroids.cpu()):  # codes were moved apart: count again
+            idx, _ = nearest_codes(vecs, codes.to(vecs.device), metric=cb.metric, budget_bytes=budget_bytes)
+            counts = torch.bincount(idx, minlength=cb.size).cpu()
+        used = int((counts > 0).sum())
         result.notes.append(
             f"{cb.name}: k-means k={cb.size} on {vecs.shape[0]} vectors ({cb.metric}), {km.iters} iterations, "
             f"inertia {km.inertia / max(1, vecs.numel()):.4g} per element, {used}/{cb.size} codes used."
@@ -81,7 +87,7 @@ def kmeans_reinit(
         if cb.kind == "simvq":
             codes = _write_simvq(edit, cb, codes, simvq, result.notes)
         else:
-            result.notes.extend(write_codes(edit, cb, codes, km.counts.cpu()))
+            result.notes.extend(write_codes(edit, cb, codes, counts))
         return replace(cb, codes=codes.to(torch.float32).contiguous())
 
     refit_stack(stack, x, fit, budget_bytes=budget_bytes)

@@ -19,9 +19,10 @@ import torch
 from vqdoctor.codebooks.model import Codebook, Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
 from vqdoctor.core.chain import LevelOutput
-from vqdoctor.core.kmeans import kmeans_extend
+from vqdoctor.core.kmeans import LloydProgress, kmeans_extend
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._levels import gather_latents, refit_stack
+from vqdoctor.fixes._separate import separate_codes
 from vqdoctor.fixes._state import FixResult, StateEdit, write_codes
 from vqdoctor.fixes.kmeans_reinit import _stored_cosine, simvq_parts
 
@@ -58,9 +59,11 @@ def revive_stack(
     seed: int = 0,
     max_vectors: int | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: LloydProgress | None = None,
 ) -> FixResult:
     """Revive the dead codes of every assignable codebook of ``stack``, level by level; usage
-    is counted on ``latents`` (given the already revived levels)."""
+    is counted on ``latents`` (given the already revived levels). ``progress`` hears about every
+    Lloyd iteration."""
     if min_count < 1:
         raise UsageError(f"--min-count must be >= 1, got {min_count}")
     x = gather_latents(latents, max_vectors=max_vectors)
@@ -69,7 +72,7 @@ def revive_stack(
 
     def fit(cb: Codebook, out: LevelOutput) -> Codebook:
         return _revive(edit, cb, out.vectors, None, min_count=min_count, iters=iters, seed=seed,
-                       budget_bytes=budget_bytes, notes=result.notes)
+                       budget_bytes=budget_bytes, notes=result.notes, progress=progress)
 
     refit_stack(stack, x, fit, budget_bytes=budget_bytes)
     result.updates = edit.updates
@@ -87,6 +90,7 @@ def _revive(
     seed: int,
     budget_bytes: int,
     notes: list[str],
+    progress: LloydProgress | None = None,
 ) -> Codebook:
     vectors = vectors.detach().to(torch.float32)
     if vectors.ndim != 2 or vectors.shape[1] != cb.dim:
@@ -115,34 +119,49 @@ def _revive(
         )
     live = ~dead
     ext = kmeans_extend(vectors, codes[live.to(codes.device)], n_dead, iters=iters, seed=seed,
-                        metric=cb.metric, budget_bytes=budget_bytes)
+                        metric=cb.metric, budget_bytes=budget_bytes, progress=progress)
     new_rows = ext.centroids.cpu()
     if cb.metric == "cosine":
         new_rows = _stored_cosine(cb, new_rows, vectors.cpu(), torch.empty(0))
     table = cb.codes.clone().to(torch.float32)
     table[dead] = new_rows
-    # counts of the new assignment (live codes' entries are not touched by the EMA reset)
-    idx, _ = nearest_codes(vectors, table.to(vectors.device), metric=cb.metric, budget_bytes=budget_bytes)
-    new_counts = torch.bincount(idx, minlength=cb.size).cpu()
-    still = int((new_counts[dead] < min_count).sum())
-    notes.append(
-        f"{cb.name}: revived {n_dead} dead codes (count < {min_count}) on {vectors.shape[0]} vectors; "
-        f"{n_dead - still} of them now used at least {min_count} times on these vectors."
-    )
+    table = separate_codes(table, vectors.cpu(), movable=dead, seed=seed, notes=notes, name=cb.name, metric=cb.metric)
     if cb.kind == "simvq":
         notes.append(f"{cb.name}: SimVQ codes are C W^T: reviving rewrites rows of the frozen C only.")
-        _write_simvq_rows(edit, cb, table, dead)
+        table = _write_simvq_rows(edit, cb, table, dead)  # the codes C W^T + b actually written
     else:
+        table = _as_stored(edit, cb, table)
+    # count on the codes as written (stored dtype, SimVQ's least-squares rows), not as intended
+    idx, _ = nearest_codes(vectors, table.to(vectors.device), metric=cb.metric, budget_bytes=budget_bytes)
+    new_counts = torch.bincount(idx, minlength=cb.size).cpu()
+    now_used = int((new_counts[dead] >= min_count).sum())
+    still_dead = int((new_counts < min_count).sum())
+    notes.append(
+        f"{cb.name}: revived {n_dead} dead codes (count < {min_count}) on {vectors.shape[0]} vectors: "
+        f"{now_used} of them now used at least {min_count} times, {n_dead - now_used} not; "
+        f"{still_dead} of {cb.size} codes dead after the fix (counted on the codes as written)."
+    )
+    if cb.kind != "simvq":
         notes.extend(write_codes(edit, cb, table, new_counts, only=dead))
     return replace(cb, codes=table.contiguous())
 
 
-def _write_simvq_rows(edit: StateEdit, cb: Codebook, table: torch.Tensor, dead: torch.Tensor) -> None:
-    """Solve new rows of C for the dead codes (W kept); live rows of C stay bit-exact."""
+def _write_simvq_rows(edit: StateEdit, cb: Codebook, table: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """Solve new rows of C for the dead codes (W kept); live rows of C stay bit-exact. Returns
+    the effective codes C W^T + b as written (a rank-deficient W cannot reach every target)."""
     c, w, b = simvq_parts(cb)
     rows = torch.linalg.lstsq(w.double(), (table[dead] - b).double().T).solution.T.float()  # (D, d_c)
     key = cb.keys["frozen"]
     full = edit.current(key)
     with torch.no_grad():
         full[dead.nonzero().flatten()] = rows.to(full.dtype)
+    c_new = edit.read(key, head=cb.head, like=c)
+    return c_new @ w.T + b
 
+
+def _as_stored(edit: StateEdit, cb: Codebook, table: torch.Tensor) -> torch.Tensor:
+    """The codes as the stored dtype holds them (a bf16 table rounds the new rows)."""
+    key = cb.keys.get("codes")
+    if key is None or cb.kind == "moshi":
+        return table
+    return table.to(edit.current(key).dtype).to(torch.float32)

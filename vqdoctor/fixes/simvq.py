@@ -30,6 +30,7 @@ import torch
 
 from vqdoctor.codebooks.model import Codebook
 from vqdoctor.errors import UsageError
+from vqdoctor.fixes._separate import min_separation, too_close
 from vqdoctor.fixes._state import FixResult
 
 Mode = Literal["exact", "paper"]
@@ -83,6 +84,13 @@ def to_simvq(
     if mode == "exact":
         c, w, b = old.clone(), torch.eye(d), torch.zeros(d)
         notes.append(f"{codebook.name}: SimVQ exact: C = old codebook, W = I; assignments unchanged.")
+        flag, _ = too_close(old, min_separation(old, old))
+        if bool(flag.any()):
+            notes.append(
+                f"{codebook.name}: WARNING: {int(flag.sum())} of {k} codes duplicate another code (closer than "
+                f"{min_separation(old, old):.3g}): C W^T maps equal rows of C to equal codes for every W, so "
+                "training cannot separate them. Run `vqdoctor fix revive` first (or use --mode paper)."
+            )
     else:
         gen = torch.Generator().manual_seed(int(seed))
         c = torch.randn(k, d, generator=gen) * d**-0.5

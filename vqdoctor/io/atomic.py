@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -122,6 +122,12 @@ def _guarded(undo: Callable[[], None]) -> Iterator[None]:
             _cleanups.remove(undo)
         if main and not _cleanups:
             _restore_handlers()
+
+
+def removed_on_signal(path: Path) -> AbstractContextManager[None]:
+    """Inside the block, SIGTERM/SIGINT remove ``path`` (a temporary output made by a caller,
+    e.g. a fix verified before it is moved into place) before the process exits."""
+    return _guarded(lambda: _remove(path))
 
 
 def _umask() -> int:
