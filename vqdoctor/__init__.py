@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "inspect": "vqdoctor.memory",
     "find_codebooks": "vqdoctor.memory",
+    "Monitor": "vqdoctor.monitor",
+    "CollapseWarning": "vqdoctor.monitor",
     "load": "vqdoctor.api",
     "discover": "vqdoctor.api",
     "gather_statistics": "vqdoctor.api",
