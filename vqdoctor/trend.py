@@ -3,7 +3,9 @@ on how the numbers move (the SimVQ paper's Fig. 4: utilization and W's rank over
 
 One process does it all: the data is opened once (a latents file is memory-mapped once and its
 labels parsed once; raw inputs are opened once and encoded by each checkpoint's own encoder),
-each checkpoint is loaded, its codebooks found and the data streamed through them.
+data modes inferred without labels are fitted once (the same data and subsample give the same
+fit), and each checkpoint is loaded, its codebooks found and the data streamed through them: every
+row is what ``vqdoctor inspect`` reports for that checkpoint.
 
 Step of a checkpoint, first found of:
 1. a pickle's top-level ``global_step`` (Lightning) or ``step`` integer; a safetensors metadata
@@ -251,6 +253,7 @@ def trend(
     if len(set(steps)) != len(steps):
         dup = sorted({s for s in steps if steps.count(s) > 1})
         notes.append(f"Several checkpoints share step(s) {', '.join(map(str, dup))}; they are ordered by name.")
+    modes: dict = {}  # modes inferred from the data are fitted once: same data, same subsample, same fit
     for i, point in enumerate(points):
         if on_checkpoint is not None:
             on_checkpoint(i, len(points), point)
@@ -258,6 +261,7 @@ def trend(
         found = api.discover(ckpt, pattern=analysis.codebook)
         stream = api.open_stream(ckpt, data, device=device, latents=latents, inputs=inputs)
         if stream is not None:
+            stream = replace(stream, mode_cache=modes)
             description = stream.description
         report = diagnose(checkpoint=api.checkpoint_info(ckpt), discovery=found, stream=stream,
                           options=replace(analysis, keep_counts=False), device=device)

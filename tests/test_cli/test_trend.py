@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+import vqdoctor
 from vqdoctor.cli.app import app
 from vqdoctor.trend import step_of, trend
 from vqdoctor.options import DataOptions
@@ -38,7 +39,9 @@ def run(tmp_path):
     folder.mkdir()
     for step, rank in RANKS.items():
         torch.save(_simvq_state(rank), folder / f"step_{step}.pt")
-    z = np.random.default_rng(0).standard_normal((2000, D)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    centres = 4.0 * rng.standard_normal((3, D))  # three data modes, for the allocation
+    z = (centres[rng.integers(0, 3, 2000)] + 0.5 * rng.standard_normal((2000, D))).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
     return folder, tmp_path / "z.npy"
 
@@ -109,3 +112,15 @@ def test_bad_runs_are_one_paragraph_errors(tmp_path):
     assert res.exit_code == 2 and "training step" in res.output
     res = runner.invoke(app, ["trend", str(tmp_path), "--plot", str(tmp_path / "x.gif")])
     assert res.exit_code == 2 and "picture format" in res.output
+
+
+def test_every_row_is_what_inspect_reports_for_that_checkpoint(run):
+    """Modes inferred once for the run give each checkpoint's own inspect numbers."""
+    folder, z = run
+    t = trend(folder, data=DataOptions(latents=z))
+    for row in t.rows:
+        rep = vqdoctor.inspect(row.checkpoint, latents=z, analysis=vqdoctor.AnalysisOptions(projection="none"))
+        (cb,) = rep.codebooks
+        assert row.allocation_tv is not None and row.allocation_tv == cb.tokens_collapse.allocation_tv
+        assert (row.utilization, row.perplexity, row.dead_codes) == (cb.usage.utilization, cb.usage.perplexity, cb.usage.dead_codes)
+        assert (row.w_rank, row.w_effective_rank, row.effective_rank) == (cb.w.rank, cb.w.effective_rank, cb.geometry.effective_rank)
