@@ -162,7 +162,7 @@ def _report_of(stack: Stack, cb: Codebook, st: UsageStats | None) -> CodebookRep
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class Monitor:
     """Hooks on the quantizers of ``module`` that count what reaches each codebook (see the
     module docstring). ``every_n_steps``: record one forward call of each quantizer in every n;
@@ -170,7 +170,7 @@ class Monitor:
     of ``announce`` (default: the collapse checks: utilization, dead codes, perplexity, EMA dead
     codes) that turned worse at :meth:`report`; ``warn``: also emit a :class:`CollapseWarning`."""
 
-    module: torch.nn.Module
+    module: torch.nn.Module = field(repr=False)
     every_n_steps: int = 10
     codebook: str | None = None
     on_verdict: Callable[[Verdict], None] | None = None
