@@ -174,7 +174,9 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
     try:
         torch.manual_seed(0)  # same weights on every rank
         model = _model(vqp.VectorQuantize(dim=8, codebook_size=32)).eval()
-        monitor = vqdoctor.Monitor(model, every_n_steps=1)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        monitor = vqdoctor.Monitor(ddp, every_n_steps=1)  # names without DDP's "module." prefix
+        assert monitor.quantizers == {"module.quantizer": ("quantizer",)}
         _run(model, _batches(6)[rank::world])  # each rank its own batches
         stats = monitor.statistics()["quantizer"]
         local = monitor.statistics(sync=False)["quantizer"]
@@ -189,7 +191,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_two_gloo_processes_merge_to_the_single_process_counts():
+def test_two_gloo_processes_of_a_ddp_model_merge_to_the_single_process_counts():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     mp.start_processes(_worker, args=(2, _free_port(), queue), nprocs=2, join=True, start_method="spawn")
@@ -202,3 +204,30 @@ def test_two_gloo_processes_merge_to_the_single_process_counts():
     for _, counts, vectors, sq, local in results:
         assert counts == one.counts.tolist() and vectors == one.vectors == 600 and local == 300
         assert sq == pytest.approx(float(one.sq_err_sum), rel=1e-12)
+
+
+class _OwnQuantizer(torch.nn.Module):
+    """A user's own nearest-code quantizer around a bare nn.Embedding (taming-style keys)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(24, 8)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (b, n, d)
+        flat = z.reshape(-1, 8)
+        idx = torch.cdist(flat, self.embedding.weight).argmin(1)
+        return self.embedding(idx).reshape(z.shape), idx.reshape(z.shape[:-1])
+
+
+def test_a_quantizer_the_detectors_recognise_by_its_weights_is_hooked():
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"encoder": torch.nn.Linear(6, 8), "quantize": _OwnQuantizer()}).eval()
+    monitor = vqdoctor.Monitor(model, every_n_steps=1)
+    assert monitor.quantizers == {"quantize": ("quantize",)}  # the module around the table, not the table
+    batches = _batches(3)
+    with torch.no_grad():
+        idx = torch.cat([model["quantize"](z)[1].reshape(-1) for z in batches])
+    (cb,) = monitor.report().codebooks
+    assert cb.counts == torch.bincount(idx, minlength=24).tolist()
+    offline = vqdoctor.inspect(model, latents=torch.cat([z.reshape(-1, 8) for z in batches]), analysis=FAST)
+    assert cb.counts == offline.codebooks[0].counts
