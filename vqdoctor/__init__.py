@@ -3,6 +3,8 @@
 Public API (re-exports, loaded on first use so that ``import vqdoctor.core`` stays light)::
 
     vqdoctor.inspect(checkpoint, *, data=DataOptions(...), analysis=AnalysisOptions(...)) -> Report
+    vqdoctor.inspect(module_or_state_dict_or_path, latents=tensor|array|path, labels=..., inputs=..., encoder=fn)
+    vqdoctor.find_codebooks(module_or_state_dict_or_path) -> Discovery
     vqdoctor.load(path) -> Checkpoint;  vqdoctor.discover(checkpoint) -> Discovery
 """
 
@@ -13,7 +15,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "inspect": "vqdoctor.api",
+    "inspect": "vqdoctor.memory",
+    "find_codebooks": "vqdoctor.memory",
+    "Monitor": "vqdoctor.monitor",
+    "CollapseWarning": "vqdoctor.monitor",
     "load": "vqdoctor.api",
     "discover": "vqdoctor.api",
     "gather_statistics": "vqdoctor.api",

@@ -31,7 +31,7 @@ from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
-from vqdoctor.io.data import open_inputs, open_latents
+from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latents
 from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.encoders import (
     Encoder,
@@ -106,11 +106,15 @@ def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> E
     return encoder_from_metadata(ckpt, device=device)
 
 
-def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> VectorStream | None:
-    """Turn the data options into a stream of latents (None: nothing to read, data-free)."""
+def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
+                latents: LatentSource | None = None, inputs: InputSource | None = None,
+                encoder: Encoder | None = None) -> VectorStream | None:
+    """Turn the data options into a stream of latents (None: nothing to read, data-free).
+    ``latents`` / ``inputs`` / ``encoder``: sources already opened (objects in memory,
+    ``vqdoctor.memory``), used instead of the files and encoder the options name."""
     shard = data.shard
-    if data.latents is not None:
-        src = open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels)
+    if latents is not None or data.latents is not None:
+        src = latents if latents is not None else open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels)
         raw = _aligned_inputs(data, src.n_samples) if data.inputs is not None else None
         features = None if raw is None else _input_features(raw)
 
@@ -126,27 +130,27 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) ->
             labels, names = raw.labels, raw.label_names
         paired = "" if raw is None else f", with inputs {data.inputs} ({raw.n} items, row for row)"
         return VectorStream(
-            description=f"latents: {data.latents} ({src.n_vectors} vectors of dim {src.dim}){paired}",
+            description=f"latents: {src.path} ({src.n_vectors} vectors of dim {src.dim}){paired}",
             n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=labels,
             label_names=names,
             take_inputs=None if raw is None else (lambda samples: features(raw.take(samples))),
         )
 
-    inputs_path = data.inputs
+    inputs_path = data.inputs if inputs is None else inputs.path
     notes: list[str] = []
     if inputs_path is None:
         inputs_path = data_from_metadata(ckpt)
         if inputs_path is None:
             return None
         notes.append(f"Data: the checkpoint's own training data {inputs_path} (named in its metadata).")
-    encoder = _encoder_for(ckpt, data, device)
+    encoder = encoder if encoder is not None else _encoder_for(ckpt, data, device)
     if encoder is None:
         raise DataError(
             f"--inputs {inputs_path} needs an encoder, and {ckpt.path} does not describe its own.",
             "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
         )
     notes.extend(encoder.notes)
-    inp = open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds)
+    inp = inputs if inputs is not None else open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds)
     channel_axis = data.channel_axis if data.channel_axis is not None else encoder.channel_axis
     per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
 

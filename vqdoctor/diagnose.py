@@ -60,6 +60,9 @@ class VectorStream:
     label_names: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     mode_source: str | None = None  # where ``labels`` came from when not the user's (fix: inferred once)
+    # inferred mode models by basis ("inputs" / "latents"), shared by runs over the same data
+    # (vqdoctor trend: the same subsample for every checkpoint, so the same fit)
+    mode_cache: dict[str, ModeModel] | None = None
 
 
 @dataclass
@@ -111,8 +114,12 @@ def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: t
         return _Modes(stream.mode_source or "labels", list(names), stream.labels.astype(np.int64), None, False)
     on_inputs = sub_inputs is not None
     basis = sub_inputs if on_inputs else sub_latents
-    model = fit_modes(basis.float().cpu(), seed=options.seed)
     where = "inputs" if on_inputs else "latents"
+    model = stream.mode_cache.get(where) if stream.mode_cache is not None else None
+    if model is None:
+        model = fit_modes(basis.float().cpu(), seed=options.seed)
+        if stream.mode_cache is not None:
+            stream.mode_cache[where] = model
     names = [f"mode {i}" for i in range(model.k)]
     return _Modes(f"inferred: {model.rule} on {where}", names, None, model, on_inputs)
 

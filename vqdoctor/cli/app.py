@@ -32,7 +32,7 @@ def _root(
 
 
 def _register() -> None:
-    from vqdoctor.cli import check_cmd, clean_cmd, fix_cmd, inspect_cmd, ls_cmd, merge_cmd  # noqa: F401  (registration by import)
+    from vqdoctor.cli import check_cmd, clean_cmd, fix_cmd, inspect_cmd, ls_cmd, merge_cmd, trend_cmd  # noqa: F401  (registration by import)
 
 
 _register()

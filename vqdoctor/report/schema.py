@@ -105,3 +105,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     schema: str = SCHEMA
     vqdoctor_version: str = ""
+
+    def to_dict(self, *, include_counts: bool = False) -> dict:
+        """The ``--json`` document of this report (see :func:`vqdoctor.report.json_out.report_to_dict`)."""
+        from vqdoctor.report.json_out import report_to_dict
+
+        return report_to_dict(self, include_counts=include_counts)
