@@ -11,8 +11,8 @@ and a note says to pass ``--checkpoint PATH`` (verified by its sha256) for the f
 from __future__ import annotations
 
 from vqdoctor import __version__
-from vqdoctor.core.collapse import embeddings_collapse, tokens_collapse
-from vqdoctor.diagnose import _modes_of_samples, _pool_per_sample, _rows_of
+from vqdoctor.core.collapse import tokens_collapse
+from vqdoctor.diagnose import _embeddings
 from vqdoctor.errors import DataError
 from vqdoctor.io.stats_file import Statistics
 from vqdoctor.report.schema import CodebookReport, DataInfo, Report
@@ -35,32 +35,25 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
         usage = st.compute(min_count=options.min_count, space="as recorded in the statistics") if st is not None else None
         tokens = None
         if st is not None and st.mode_counts is not None and g.mode_source is not None:
-            tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=None, labels=g.mode_names,
-                                     mode_source=g.mode_source)
+            park = g.parking.get(ident.name) if g.parking is not None else None  # kept in the stats: no codes needed
+            tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=park.mode.cpu() if park is not None else None,
+                                     labels=g.mode_names, mode_source=g.mode_source)
         counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
         rep = CodebookReport(
             name=ident.name, stack=ident.name, layout=ident.layout, kind=ident.kind, metric=ident.metric,
+            metric_source="flag" if options.metric != "auto" else "detected",
+            metric_evidence="as recorded in the statistics",
             size=ident.size, dim=ident.dim, level=ident.level, head=0, keys={}, usage=usage, ema=None,
             geometry=None, w=None, tokens_collapse=tokens, counts=counts,
         )
         reports.append(rep)
         verdicts.extend(codebook_verdicts(rep, ckpt=stats.checkpoint.path))
-    embeddings = None
+    embeddings, embeddings_note = None, None
     if g.sub_modes is not None and g.mode_source is not None:
-        pooled, pooled_samples = _pool_per_sample(g.sub_latents, g.sub_sample)
-        pooled_modes = _modes_of_samples(pooled_samples, g.sub_sample, g.sub_modes)
-        inputs_for = None
-        if g.sub_inputs is not None:
-            import torch
-
-            inputs_for = g.sub_inputs[torch.from_numpy(_rows_of(g.sub_idx, pooled_samples))]
-        embeddings = embeddings_collapse(
-            pooled.cpu(), pooled_modes.cpu(), inputs=None if inputs_for is None else inputs_for.float().cpu(),
-            labels=g.mode_names, mode_source=g.mode_source, seed=options.seed,
-        )
+        embeddings, embeddings_note = _embeddings(g, options)  # the same like-for-like comparison as inspect
     verdicts.extend(embeddings_verdicts(embeddings))
     data = DataInfo(source=g.description, vectors=g.vectors, dim=int(g.sub_latents.shape[1]), mode_source=g.mode_source)
-    all_notes = [*g.notes, *(notes or []), STATS_ONLY_NOTE.format(fingerprint=stats.checkpoint.fingerprint[:12] + "...")]
+    all_notes = [*g.notes, *(notes or []), *([embeddings_note] if embeddings_note else []), STATS_ONLY_NOTE.format(fingerprint=stats.checkpoint.fingerprint[:12] + "...")]
     return Report(
         checkpoint=stats.checkpoint, data=data, codebooks=reports, embeddings_collapse=embeddings,
         verdicts=verdicts, diagnosis=diagnosis(reports, embeddings, verdicts), codebook_free=[], projection=None,

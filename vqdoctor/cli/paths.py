@@ -10,10 +10,10 @@ this also catches read-only mounts and immutable folders, which permission bits 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from vqdoctor.errors import UsageError
+from vqdoctor.io.atomic import temp_sibling
 
 NAME_MAX = 255
 PSEUDO_FS = ("/proc", "/sys")
@@ -47,8 +47,9 @@ def check_output(flag: str, path: Path | str | None, *, kind: str = "file", crea
                          f"Create it first (mkdir -p {folder}) or choose another path.")
     if not folder.is_dir():
         raise UsageError(f"{flag} {path}: {folder} is not a folder.", "Choose a path inside a folder.")
+    probe = temp_sibling(folder / "probe")  # a leftover name `vqdoctor clean` knows, were we killed here
     try:
-        fd, probe = tempfile.mkstemp(prefix=".vqdoctor-probe-", dir=folder)
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot create files in {folder} ({exc.strerror or exc}).",
                          "Choose a writable folder, or fix its permissions.") from None
