@@ -124,3 +124,11 @@ def test_every_row_is_what_inspect_reports_for_that_checkpoint(run):
         assert row.allocation_tv is not None and row.allocation_tv == cb.tokens_collapse.allocation_tv
         assert (row.utilization, row.perplexity, row.dead_codes) == (cb.usage.utilization, cb.usage.perplexity, cb.usage.dead_codes)
         assert (row.w_rank, row.w_effective_rank, row.effective_rank) == (cb.w.rank, cb.w.effective_rank, cb.geometry.effective_rank)
+
+
+def test_output_paths_are_checked_before_any_checkpoint_is_read(run, tmp_path):
+    folder, z = run
+    for flag in ("--json", "--csv", "--plot"):
+        res = runner.invoke(app, ["trend", str(folder), "--latents", str(z), flag, str(tmp_path / "missing" / "t.png")])
+        assert res.exit_code == 2 and "does not exist" in res.output, res.output
+        assert "[1/" not in res.output  # no checkpoint was analysed first

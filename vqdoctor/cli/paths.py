@@ -61,6 +61,7 @@ def check_output(flag: str, path: Path | str | None, *, kind: str = "file", crea
 OUTPUT_FLAGS: dict[str, tuple[str, bool]] = {
     "--out": ("any", False), "--json": ("file", False), "--html": ("file", False),
     "--junit": ("file", False), "--plots": ("folder", True), "--save-stats": ("file", True),
+    "--csv": ("file", False), "--plot": ("file", False),
 }
 
 

@@ -15,6 +15,7 @@ from vqdoctor.cli.common import (
     SeedOpt, SubsampleOpt, analysis_options, data_options,
 )
 from vqdoctor.cli.errors import translate_errors
+from vqdoctor.cli.paths import check_outputs
 from vqdoctor.errors import UsageError
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -56,6 +57,7 @@ def trend_command(
     if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
         raise UsageError(f"--plot {plot} has an unknown picture format {plot.suffix or '(none)'!r}.",
                          f"Use one of {', '.join(PLOT_FORMATS)}.")
+    check_outputs(("--json", json_out), ("--csv", csv_out), ("--plot", plot))
     data = data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
         clip_seconds=clip_seconds, model=model, encoder=encoder, encode_method=encode_method,
