@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from safetensors.torch import save_file
 
+from memory import traced_peak
 from vqdoctor.errors import DataError, InputFileError, VqdoctorError
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import load_labels, open_inputs, open_latents
@@ -91,13 +91,10 @@ def test_wide_wav_refused_naming_the_width(tmp_path, bits, message):
 
 def test_wav_claiming_4gb_is_refused_without_reading(tmp_path):
     (tmp_path / "a.wav").write_bytes(_wav(data_size=2**32 - 2, data=b"\0" * 200))
-    tracemalloc.start()
-    try:
+    with traced_peak() as peaks:
         with pytest.raises(InputFileError, match=r"claims 2,147,483,647 frames"):
             open_inputs(tmp_path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peaks[0]
     assert peak < 16 << 20
 
 
@@ -134,13 +131,10 @@ def test_mutated_pngs(tmp_path, data):
 
 def test_decompression_bomb_png_refused_by_its_header(tmp_path):
     (tmp_path / "bomb.png").write_bytes(_png_header_only(20000, 20000))
-    tracemalloc.start()
-    try:
+    with traced_peak() as peaks:
         with pytest.raises(DataError, match=r"bomb.png is over the 33,554,432-pixel cap .*400000000 pixels"):
             open_inputs(tmp_path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peaks[0]
     assert peak < 16 << 20
     (tmp_path / "bomb.png").write_bytes(_png_header_only(8000, 8000))  # under Pillow's guard, over ours
     with pytest.raises(DataError, match=r"8000x8000 = 64,000,000 pixels, over the 33,554,432-pixel cap"):

@@ -8,7 +8,6 @@ import contextlib
 import io
 import os
 import resource
-import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from memory import traced_peak
 from vqdoctor.cli.app import app
 from vqdoctor.errors import InputFileError, VqdoctorError
 from vqdoctor.io.checkpoints import load_checkpoint
@@ -108,13 +108,10 @@ def test_compressed_member_streams_in_bounded_memory(tmp_path):
     rows = 4_000_000  # 64 MB inflated, about 64 KB on disk
     _bomb(path, rows)
     assert path.stat().st_size < 1 << 20
-    tracemalloc.start()
-    try:
+    with traced_peak() as peaks:
         src = open_latents(path)
         got = sum(x.shape[0] for x, _ in src.batches(4096, max_vectors=20_000))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peaks[0]
     assert src.n_vectors == rows and got == 20_000
     assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB for a 64 MiB member"  # read whole it would be >= 64 MiB
 
