@@ -195,7 +195,6 @@ def per_core(shapes: list[tuple[int, int, int]], rows: int) -> list[dict]:
     a shared machine barely disturbs: vqdoctor and faiss each single-threaded on the first
     ``rows`` rows of each shape, against single-threaded square GEMMs (torch.mm and oneDNN)."""
     import faiss
-    import numpy as np
     import torch
     from threadpoolctl import threadpool_limits
 

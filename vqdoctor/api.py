@@ -24,15 +24,12 @@ from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
-from vqdoctor.errors import DataError, EncoderError, UsageError
-from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
 from vqdoctor.fixes import FixResult
-from vqdoctor.io.checkpoints import load_checkpoint
-from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
-from vqdoctor.io.writers import refuse_overlap, write_checkpoint
+from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latents
-from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.encoders import (
     Encoder,
     data_from_metadata,
@@ -41,7 +38,10 @@ from vqdoctor.io.encoders import (
     encoder_from_metadata,
     ignored_data_note,
 )
+from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
+from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
+from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.repair import Change, compare, infer_modes_once, summary
 from vqdoctor.report.schema import CheckpointInfo, Report

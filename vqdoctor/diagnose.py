@@ -20,13 +20,13 @@ from vqdoctor.codebooks.model import Codebook, Discovery, Stack
 from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack, stack_input_dim
 from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
+from vqdoctor.core.gathered import Gathered
 from vqdoctor.core.geometry import geometry_metrics, w_metrics
 from vqdoctor.core.modes import ModeModel, fit_modes
 from vqdoctor.core.projection import project_2d
-from vqdoctor.core.subsample import stratified_indices
-from vqdoctor.core.gathered import Gathered
 from vqdoctor.core.results import EmbeddingsCollapse
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
+from vqdoctor.core.subsample import stratified_indices
 from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import DataError
 from vqdoctor.options import AnalysisOptions

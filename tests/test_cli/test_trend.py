@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import vqdoctor
 from vqdoctor.cli.app import app
-from vqdoctor.trend import step_of, trend
 from vqdoctor.options import DataOptions
+from vqdoctor.trend import step_of, trend
 
 runner = CliRunner()
 K, D, DC = 64, 8, 8

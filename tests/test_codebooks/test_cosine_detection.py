@@ -9,7 +9,6 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-
 from cb_helpers import discover, randn
 
 vqp = pytest.importorskip("vector_quantize_pytorch")

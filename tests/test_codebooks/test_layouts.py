@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn.utils import parametrizations, weight_norm
-
 from cb_helpers import discover, randn
+from torch.nn.utils import parametrizations, weight_norm
 
 
 def _ema_levels(prefix: str, table: str, n: int, k: int, d: int, flag: str) -> dict[str, torch.Tensor]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from cb_helpers import discover, randn
+
 from vqdoctor.codebooks import DETECTORS, find_codebooks, no_codebook_error, select
 from vqdoctor.errors import CodebookNotFoundError
 from vqdoctor.io.store import TensorStore

@@ -6,8 +6,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
-
 from cb_helpers import discover
 
 vqp = pytest.importorskip("vector_quantize_pytorch")

@@ -4,7 +4,6 @@ user strings escaped."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 from html.parser import HTMLParser
 
 import pytest

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import assert_json_close, strip_timing
+
 from vqdoctor import api, distributed
 from vqdoctor.io.stats_file import load_stats
 from vqdoctor.options import DataOptions

@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
+from conftest import assert_json_close, strip_timing
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from conftest import assert_json_close, strip_timing
 from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import parse_shard

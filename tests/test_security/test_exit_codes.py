@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from stats_helpers import make_setup
 from typer.testing import CliRunner
 
-from stats_helpers import make_setup
 from vqdoctor import api
 from vqdoctor.cli.app import app
 

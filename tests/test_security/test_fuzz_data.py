@@ -16,10 +16,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from memory import traced_peak
 from PIL import Image
 from safetensors.torch import save_file
 
-from memory import traced_peak
 from vqdoctor.errors import DataError, InputFileError, VqdoctorError
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import load_labels, open_inputs, open_latents

@@ -16,10 +16,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from memory import traced_peak
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from memory import traced_peak
 from vqdoctor.cli.app import app
 from vqdoctor.errors import InputFileError, VqdoctorError
 from vqdoctor.io.checkpoints import load_checkpoint

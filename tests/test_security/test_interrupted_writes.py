@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from stats_helpers import make_setup
 from typer.testing import CliRunner
 
-from stats_helpers import make_setup
 from vqdoctor.cli.app import app
 from vqdoctor.io.atomic import PAUSE_ENV, TMP_PREFIX, atomic_path, atomic_write_bytes
 

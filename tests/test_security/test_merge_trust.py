@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from pickles import payloads, zip_file
 from stats_helpers import make_setup, shard_files, tamper
+from typer.testing import CliRunner
+
 from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.report.json_out import report_to_dict

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from pickles import legacy_file, payloads, zip_file
 from typer.testing import CliRunner
 
-from pickles import legacy_file, payloads, zip_file
 from vqdoctor.cli.app import app
 from vqdoctor.errors import UnsafePickleError
 from vqdoctor.io.safe_pickle import ALLOW_LIST, allowed_names, safe_torch_load

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stats_helpers import make_setup, shard_files, tamper
 from typer.testing import CliRunner
 
-from stats_helpers import make_setup, shard_files, tamper
 from vqdoctor.cli.app import app
 from vqdoctor.errors import InputFileError
 from vqdoctor.io.stats_file import load_stats

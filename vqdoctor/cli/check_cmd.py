@@ -26,9 +26,29 @@ from vqdoctor.check import (
 )
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, SeedOpt, SubsampleOpt,
-    ModesOpt, analysis_options, check_ranges, data_options,
+    AllowGlobalOpt,
+    BatchSizeOpt,
+    BudgetOpt,
+    ChannelAxisOpt,
+    ClipSecondsOpt,
+    CodebookOpt,
+    DeviceOpt,
+    EncodeMethodOpt,
+    EncoderOpt,
+    ImageSizeOpt,
+    InputsOpt,
+    LabelsOpt,
+    LatentsOpt,
+    MaxVectorsOpt,
+    MetricOpt,
+    MinCountOpt,
+    ModelOpt,
+    ModesOpt,
+    SeedOpt,
+    SubsampleOpt,
+    analysis_options,
+    check_ranges,
+    data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs

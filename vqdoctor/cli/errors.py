@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import re
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable

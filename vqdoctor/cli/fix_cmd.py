@@ -22,14 +22,35 @@ from rich.table import Table
 from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    ImageSizeOpt, ClipSecondsOpt, AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, ModelOpt, NestingOpt, ModesOpt, SeedOpt, check_metric, check_modes, check_ranges, data_options,
+    AllowGlobalOpt,
+    BatchSizeOpt,
+    BudgetOpt,
+    ChannelAxisOpt,
+    ClipSecondsOpt,
+    CodebookOpt,
+    DeviceOpt,
+    EncodeMethodOpt,
+    EncoderOpt,
+    ImageSizeOpt,
+    InputsOpt,
+    LabelsOpt,
+    LatentsOpt,
+    MaxVectorsOpt,
+    MetricOpt,
+    ModelOpt,
+    ModesOpt,
+    NestingOpt,
+    SeedOpt,
+    check_metric,
+    check_modes,
+    check_ranges,
+    data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.codebooks.model import Stack
-from vqdoctor.errors import UsageError
 from vqdoctor.core.kmeans import LloydProgress, kmeans
+from vqdoctor.errors import UsageError
 from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import CodebookReport, Report
@@ -77,7 +98,7 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
             a = after.get(name) or (a_rows[i] if i < len(a_rows) else None)
 
             def pair(get: Callable[[CodebookReport], object], spec: str) -> str:
-                return f"{_fmt(get(b), spec)} → {_fmt(get(a), spec) if a else '—'}"  # type: ignore[arg-type]
+                return f"{_fmt(get(b), spec)} → {_fmt(get(a), spec) if a else '—'}"  # type: ignore[arg-type]  # noqa: B023 (called in this iteration)
 
             def usage(attr: str) -> Callable[[CodebookReport], object]:
                 return lambda r: None if r.usage is None else getattr(r.usage, attr)

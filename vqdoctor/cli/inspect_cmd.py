@@ -10,9 +10,32 @@ from rich.console import Console
 
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, MetricOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, ImageSizeOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt,
-    ModesOpt, ProjectionOpt, SeedOpt, ShardOpt, SubsampleOpt, analysis_options, data_options, parse_shard,
+    AllowGlobalOpt,
+    BatchSizeOpt,
+    BudgetOpt,
+    ChannelAxisOpt,
+    ClipSecondsOpt,
+    CodebookOpt,
+    DeviceOpt,
+    EncodeMethodOpt,
+    EncoderOpt,
+    ImageSizeOpt,
+    InputsOpt,
+    LabelsOpt,
+    LatentsOpt,
+    MaxVectorsOpt,
+    MetricOpt,
+    MinCountOpt,
+    ModelOpt,
+    ModesOpt,
+    NestingOpt,
+    ProjectionOpt,
+    SeedOpt,
+    ShardOpt,
+    SubsampleOpt,
+    analysis_options,
+    data_options,
+    parse_shard,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs

@@ -12,12 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vqdoctor.cli.app import app
-from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.common import MetricOpt, check_metric
+from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
-from vqdoctor.io.atomic import atomic_write_bytes
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, override_metric, select
 from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
+from vqdoctor.io.atomic import atomic_write_bytes
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
 

@@ -10,9 +10,27 @@ from rich.console import Console
 
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
-    AllowGlobalOpt, BatchSizeOpt, BudgetOpt, ChannelAxisOpt, ClipSecondsOpt, CodebookOpt, DeviceOpt, EncodeMethodOpt,
-    EncoderOpt, ImageSizeOpt, InputsOpt, LabelsOpt, LatentsOpt, MaxVectorsOpt, MinCountOpt, ModelOpt, NestingOpt,
-    SeedOpt, SubsampleOpt, analysis_options, data_options,
+    AllowGlobalOpt,
+    BatchSizeOpt,
+    BudgetOpt,
+    ChannelAxisOpt,
+    ClipSecondsOpt,
+    CodebookOpt,
+    DeviceOpt,
+    EncodeMethodOpt,
+    EncoderOpt,
+    ImageSizeOpt,
+    InputsOpt,
+    LabelsOpt,
+    LatentsOpt,
+    MaxVectorsOpt,
+    MinCountOpt,
+    ModelOpt,
+    NestingOpt,
+    SeedOpt,
+    SubsampleOpt,
+    analysis_options,
+    data_options,
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs

@@ -28,7 +28,6 @@ Cost: see ``benchmarks/inspect_cost.py`` (mode inference against a whole ``inspe
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np

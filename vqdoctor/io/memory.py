@@ -24,8 +24,8 @@ from vqdoctor.io.checkpoints import _common_prefix, _select_container, _split_pr
 from vqdoctor.io.data import (
     InputSource,
     LatentSource,
-    _NumpyRows,
     _normalise_labels,
+    _NumpyRows,
     _Rows,
     _TorchRows,
     open_inputs,

@@ -43,8 +43,9 @@ import torch
 
 from vqdoctor.codebooks.model import Codebook, Discovery
 from vqdoctor.core.collapse import DeadCodeParking
-from vqdoctor.core.usage import FORMAT as USAGE_FORMAT, UsageStats
 from vqdoctor.core.gathered import Gathered
+from vqdoctor.core.usage import FORMAT as USAGE_FORMAT
+from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import InputFileError, UsageError
 from vqdoctor.io.atomic import atomic_path
 from vqdoctor.io.stats_checks import validate_stats
