@@ -279,6 +279,7 @@ def _search_rows(
         for k0 in range(0, k_pad, kb):
             k = min(kb, k_pad - k0)
             if onednn:  # (r, k) = x @ w^T + b, bias fused
+                assert _linear is not None  # onednn is only set when it exists
                 blk = _linear(xv, weight[k0 : k0 + k], bias[k0 : k0 + k], "none", [], "")
             else:
                 assert block is not None
@@ -294,6 +295,7 @@ def _search_rows(
             if best_val is None:
                 best_val, best_idx = val, arg
             else:
+                assert best_idx is not None
                 better = val < best_val  # strict: an equal later code never wins
                 best_val = torch.where(better, val, best_val)
                 best_idx = torch.where(better, arg, best_idx)

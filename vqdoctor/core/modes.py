@@ -113,7 +113,7 @@ def fit_modes(
     cap = max(1, zp.shape[0] // (2 * (p + 1) + 2))
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
     if zp.shape[0] < 2:  # nothing to fit: one mode
-        k, bics = 1, ()
+        k, bics = 1, tuple[float, ...]()
         means, chol, log_norm = zp.mean(0, keepdims=True), np.eye(p)[None], np.zeros(1)
     else:
         fits = _search(zp, max_k=min(max_modes, cap), seed=seed)

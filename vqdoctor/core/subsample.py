@@ -50,14 +50,14 @@ def stratified_indices(
     counts = np.bincount(strata).astype(np.int64)  # (S,)
     quota = _allocate(counts, size)  # (S,) sums to size, quota <= counts
     # O(N): keep each row of stratum s with probability a bit above quota_s / count_s ...
-    slack = quota + 4.0 * np.sqrt(quota) + 8.0
+    slack: np.ndarray = quota + 4.0 * np.sqrt(quota) + 8.0
     thresh = np.where(counts > 0, np.minimum(1.0, slack / np.maximum(counts, 1)), 0.0)
     thresh[quota == 0] = 0.0
     cand_idx: list[np.ndarray] = []
     cand_key: list[np.ndarray] = []
     for start in range(0, n, _CHUNK):
         s = strata[start : start + _CHUNK]
-        u = rng.random(s.shape[0])
+        u = np.asarray(rng.random(s.shape[0]))
         keep = np.flatnonzero(u < thresh[s])
         cand_idx.append(keep + start)
         cand_key.append(u[keep])
@@ -68,9 +68,9 @@ def stratified_indices(
     short = np.flatnonzero(np.bincount(strata[chosen], minlength=counts.size) < quota)
     if short.size:  # vanishingly rare: redo those strata exactly (O(N) each)
         parts = [chosen[~np.isin(strata[chosen], short)]]
-        for s in short:
-            members = np.flatnonzero(strata == s)
-            parts.append(rng.choice(members, size=int(quota[s]), replace=False))
+        for stratum in short:
+            members = np.flatnonzero(strata == stratum)
+            parts.append(rng.choice(members, size=int(quota[stratum]), replace=False))
         chosen = np.concatenate(parts)
     return np.sort(chosen).astype(np.int64)
 

@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ PathLike = (str, os.PathLike)
 ARRAY_TYPES = "a torch.Tensor, a numpy.ndarray or a path"
 
 
-def is_path(obj: object) -> bool:
+def is_path(obj: object) -> TypeGuard[str | os.PathLike[str]]:
     return isinstance(obj, PathLike)
 
 
@@ -113,7 +113,7 @@ def labels_from_object(obj: object, *, n: int, what: str) -> tuple[np.ndarray, l
 
 def latents_source(obj: object, *, channel_axis: int | None, labels: object = None) -> LatentSource:
     """Latents from a path (read like ``--latents``) or a tensor / array in memory."""
-    label_path = labels if is_path(labels) else None
+    label_path = Path(labels) if is_path(labels) else None
     if is_path(obj):
         src = open_latents(Path(obj), channel_axis=channel_axis, labels=label_path)
     else:
@@ -146,7 +146,7 @@ def latents_source(obj: object, *, channel_axis: int | None, labels: object = No
 def inputs_source(obj: object, *, labels: object = None, image_size: int | None = None,
                   clip_seconds: float | None = None) -> InputSource:
     """Raw inputs from a path (read like ``--inputs``) or a tensor / array in memory."""
-    label_path = labels if is_path(labels) else None
+    label_path = Path(labels) if is_path(labels) else None
     if is_path(obj):
         src = open_inputs(Path(obj), labels=label_path, image_size=image_size, clip_seconds=clip_seconds)
     else:

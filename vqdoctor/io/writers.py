@@ -267,7 +267,7 @@ def _write_npz(src: Path, dst: Path, updates: Mapping[str, torch.Tensor], remove
         if key not in arrays:
             arrays[key] = t.numpy()
     with open(dst, "wb") as fh:
-        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)  # type: ignore[arg-type]
 
 
 def _write_folder(ckpt: Checkpoint, out: Path, updates: Mapping[str, torch.Tensor], remove: set[str]) -> None:

@@ -76,7 +76,7 @@ def parse_arch(text: str) -> MlpArch:
             in_dim=int(raw["in_dim"]),
             hidden=int(raw["hidden"]),
             latent_dim=int(raw["latent_dim"]),
-            decoder_hidden=int(raw.get("decoder_hidden", raw["hidden"])),
+            decoder_hidden=int(raw["decoder_hidden"] if "decoder_hidden" in raw else raw["hidden"]),
             layers=int(raw.get("layers", 3)),
             activation=str(raw.get("activation", "relu")),
             encoder_prefix=str(raw.get("encoder_prefix", "encoder.")),

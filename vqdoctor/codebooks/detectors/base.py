@@ -27,7 +27,8 @@ class Detection:
 
 
 class Detector(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(
         self, state: TensorStore, claimed: set[str], *, config: Mapping[str, Any] | None = None
