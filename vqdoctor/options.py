@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+METRICS = ("auto", "euclidean", "cosine")  # --metric: how codes are compared (auto: layout, config, codes)
+
 
 @dataclass(frozen=True)
 class DataOptions:

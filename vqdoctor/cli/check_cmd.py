@@ -3,6 +3,7 @@ defaults) and an optional baseline report; exit 0 pass, 1 a check failed, 2 usag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,36 +26,13 @@ from vqdoctor.check import (
     merge_configs,
 )
 from vqdoctor.cli.app import app
-from vqdoctor.cli.common import (
-    AllowGlobalOpt,
-    BatchSizeOpt,
-    BudgetOpt,
-    ChannelAxisOpt,
-    ClipSecondsOpt,
-    CodebookOpt,
-    DeviceOpt,
-    EncodeMethodOpt,
-    EncoderOpt,
-    ImageSizeOpt,
-    InputsOpt,
-    LabelsOpt,
-    LatentsOpt,
-    MaxVectorsOpt,
-    MetricOpt,
-    MinCountOpt,
-    ModelOpt,
-    ModesOpt,
-    SeedOpt,
-    SubsampleOpt,
-    analysis_options,
-    check_ranges,
-    data_options,
-)
+from vqdoctor.cli.common import check_ranges, shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.cli.runs import analyse
 from vqdoctor.io.baseline import load_baseline
 from vqdoctor.io.config import load_check_config
+from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
 from vqdoctor.report.junit import MODEL_WIDE, write_junit
 from vqdoctor.verdicts import CODEBOOK_CHECKS
@@ -131,28 +109,12 @@ def render_check(result: CheckResult, console: Console) -> None:
 
 @app.command("check")
 @translate_errors(internal_exit=2)
+@shared_options(exclude=("nesting", "projection", "shard"))
 def check_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face folder.")],
-    latents: LatentsOpt = None,
-    channel_axis: ChannelAxisOpt = None,
-    inputs: InputsOpt = None,
-    labels: LabelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    clip_seconds: ClipSecondsOpt = None,
-    model: ModelOpt = None,
-    encoder: EncoderOpt = None,
-    encode_method: EncodeMethodOpt = None,
-    allow_global: AllowGlobalOpt = None,
-    codebook: CodebookOpt = None,
-    metric: MetricOpt = "auto",
-    min_count: MinCountOpt = 1,
-    subsample: SubsampleOpt = 4000,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8192,
-    max_vectors: MaxVectorsOpt = None,
-    memory_budget_mb: BudgetOpt = 256,
-    modes: ModesOpt = "auto",
+    *,
+    data: DataOptions,
+    analysis: AnalysisOptions,
     min_utilization: MinUtilOpt = None,
     max_dead_fraction: MaxDeadOpt = None,
     min_normalized_perplexity: MinPplOpt = None,
@@ -175,13 +137,7 @@ def check_command(
 
     Exit codes: 0 all checks passed; 1 a check failed; 2 usage or input error. See docs/ci.md.
     """
-    data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model, encoder=encoder,
-        encode_method=encode_method, allow_global=allow_global, batch_size=batch_size, device=device,
-        max_vectors=max_vectors,
-    )
-    analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection="none", seed=seed, memory_budget_mb=memory_budget_mb, metric=metric, modes=modes)
+    analysis = dataclasses.replace(analysis, projection="none")
     check_ranges(("--min-utilization", min_utilization), ("--max-dead-fraction", max_dead_fraction),
                  ("--min-normalized-perplexity", min_normalized_perplexity), ("--max-allocation-tv", max_allocation_tv),
                  ("--max-merged-pairs", max_merged_pairs), ("--max-relative-mse", max_relative_mse),

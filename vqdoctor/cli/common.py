@@ -1,16 +1,25 @@
-"""Options shared by the commands that read data (inspect, check, fix), declared once."""
+"""Options shared by the commands that read data (inspect, check, fix, trend), declared once.
+
+A command takes them through :func:`shared_options`: its ``data: DataOptions`` and ``analysis:
+AnalysisOptions`` parameters become the flags below (their names, defaults, help and panels), and
+the command receives the two option groups built and checked."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from vqdoctor.codebooks import METRICS
+from vqdoctor.core.device import check_device
 from vqdoctor.errors import UsageError
-from vqdoctor.options import AnalysisOptions, DataOptions
+from vqdoctor.options import METRICS, AnalysisOptions, DataOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 LatentsOpt = Annotated[Optional[Path], typer.Option("--latents", help="Vectors that reach the quantizer: .npy .npz .safetensors .pt, (N, d) or (B, d, H, W) / (B, T, d) with --channel-axis.", rich_help_panel="Data")]
 ChannelAxisOpt = Annotated[Optional[int], typer.Option("--channel-axis", help="Axis of the channels in the latents or the encoder output (1 for B×d×H×W, -1 for B×T×d).", rich_help_panel="Data")]
@@ -63,7 +72,6 @@ FLAG_RANGES: dict[str, tuple[float, float]] = {
 }
 MAX_SHARDS = 10**6
 MODES = ("auto", "labels", "none")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def check_range(flag: str, value: float | None) -> None:
@@ -92,8 +100,7 @@ def data_options(
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
                         ("--image-size", image_size), ("--clip-seconds", clip_seconds)):
         check_range(flag, value)
-    if device not in DEVICES:
-        raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
+    check_device(device)
     if latents is not None and (model is not None or encoder is not None):
         raise UsageError("--latents cannot be combined with --model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.",
                          "With --latents, --inputs may name the raw items the latents came from (row for row), for the input-vs-latent comparison.")
@@ -150,3 +157,84 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if i >= n:
         raise UsageError(f"--shard {text!r} asks for slice {i} of {n}, but slices are numbered 0..{n - 1}.", hint)
     return i, n
+
+
+# The shared flags in the order `--help` lists them: name -> (annotation, default). Data options
+# go to DataOptions, the rest to AnalysisOptions.
+SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "latents": (LatentsOpt, None),
+    "channel_axis": (ChannelAxisOpt, None),
+    "inputs": (InputsOpt, None),
+    "labels": (LabelsOpt, None),
+    "image_size": (ImageSizeOpt, None),
+    "clip_seconds": (ClipSecondsOpt, None),
+    "model": (ModelOpt, None),
+    "encoder": (EncoderOpt, None),
+    "encode_method": (EncodeMethodOpt, None),
+    "allow_global": (AllowGlobalOpt, None),
+    "nesting": (NestingOpt, None),
+    "codebook": (CodebookOpt, None),
+    "metric": (MetricOpt, "auto"),
+    "min_count": (MinCountOpt, 1),
+    "subsample": (SubsampleOpt, 4000),
+    "projection": (ProjectionOpt, "pca"),
+    "modes": (ModesOpt, "auto"),
+    "seed": (SeedOpt, 0),
+    "device": (DeviceOpt, "auto"),
+    "batch_size": (BatchSizeOpt, 8192),
+    "max_vectors": (MaxVectorsOpt, None),
+    "memory_budget_mb": (BudgetOpt, 256),
+    "shard": (ShardOpt, None),
+}
+DATA_NAMES = ("latents", "channel_axis", "inputs", "labels", "image_size", "clip_seconds", "model", "encoder",
+              "encode_method", "allow_global", "nesting", "device", "batch_size", "max_vectors", "shard")
+
+
+def shared_options(*, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Give a command the shared flags (all of :data:`SHARED_OPTIONS` but ``exclude``, which take
+    their defaults). The command declares ``data: DataOptions`` and ``analysis: AnalysisOptions``;
+    in its signature (Typer reads ``__signature__``) the flags up to ``--nesting`` (the Data,
+    Encoder and Checkpoint panels) take the place of ``data``, the rest (``--codebook`` on) the place
+    of ``analysis``, and the command is called with both groups built by :func:`data_options` /
+    :func:`analysis_options`."""
+    unknown = set(exclude) - set(SHARED_OPTIONS)
+    if unknown:
+        raise ValueError(f"shared_options: unknown option(s) {sorted(unknown)}")
+    names = [n for n in SHARED_OPTIONS if n not in exclude]
+    order = list(SHARED_OPTIONS)
+    at_data = [n for n in names if order.index(n) <= order.index("nesting")]
+    at_analysis = [n for n in names if n not in at_data]
+
+    def decorate(fn: F) -> F:
+        own = inspect.signature(fn, eval_str=True).parameters
+        if "data" not in own or "analysis" not in own:
+            raise TypeError(f"{fn.__name__} must take data: DataOptions and analysis: AnalysisOptions")
+        clash = set(names) & set(own)
+        if clash:
+            raise TypeError(f"{fn.__name__} declares shared option(s) {sorted(clash)}: exclude them")
+
+        def flags(group: list[str]) -> list[inspect.Parameter]:
+            return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=SHARED_OPTIONS[n][1],
+                                      annotation=SHARED_OPTIONS[n][0]) for n in group]
+
+        params: list[inspect.Parameter] = []
+        for p in own.values():
+            if p.name == "data":
+                params.extend(flags(at_data))
+            elif p.name == "analysis":
+                params.extend(flags(at_analysis))
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {n: default for n, (_, default) in SHARED_OPTIONS.items()} | {n: kwargs.pop(n) for n in names}
+            data = data_options(**{n: values[n] for n in DATA_NAMES if n != "shard"}, shard=parse_shard(values["shard"]))
+            analysis = analysis_options(**{n: values[n] for n in SHARED_OPTIONS if n not in DATA_NAMES})
+            return fn(data=data, analysis=analysis, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

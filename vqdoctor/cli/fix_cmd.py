@@ -7,6 +7,7 @@ before-state and nothing was written (``--force`` writes it and exits 0); 2 usag
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -21,31 +22,7 @@ from rich.table import Table
 
 from vqdoctor import api, distributed
 from vqdoctor.cli.app import app
-from vqdoctor.cli.common import (
-    AllowGlobalOpt,
-    BatchSizeOpt,
-    BudgetOpt,
-    ChannelAxisOpt,
-    ClipSecondsOpt,
-    CodebookOpt,
-    DeviceOpt,
-    EncodeMethodOpt,
-    EncoderOpt,
-    ImageSizeOpt,
-    InputsOpt,
-    LabelsOpt,
-    LatentsOpt,
-    MaxVectorsOpt,
-    MetricOpt,
-    ModelOpt,
-    ModesOpt,
-    NestingOpt,
-    SeedOpt,
-    check_metric,
-    check_modes,
-    check_ranges,
-    data_options,
-)
+from vqdoctor.cli.common import check_ranges, shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.codebooks.model import Stack
@@ -141,15 +118,13 @@ def _lloyd_progress(err: Console) -> Iterator[LloydProgress | None]:
     yield report
 
 
-def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
-         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False,
-         metric: str = "auto", modes: str = "auto",
+def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, analysis: AnalysisOptions,
+         encoder_from: Path | None, need_data: bool, fix: api.FixFn, across_ranks: bool = False,
          force: bool = False, as_json: bool = False, encoder_prefixes: tuple[str, ...] = ("encoder",),
          with_decoder: bool = False, decoder_prefixes: tuple[str, ...] = ("decoder",)) -> None:
     if not in_place:
         check_outputs(("--out", out))
-    analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False,
-                               metric=check_metric(metric), modes=check_modes(modes))
+    analysis = dataclasses.replace(analysis, projection="none", keep_counts=False)
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
                                  encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks,
                                  force=force, encoder_prefixes=encoder_prefixes, with_decoder=with_decoder,
@@ -165,55 +140,32 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
         raise typer.Exit(code=1)
 
 
-def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
-          device, max_vectors) -> DataOptions:
-    return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model,
-                        encoder=encoder, encode_method=encode_method, allow_global=allow_global, nesting=nesting,
-                        batch_size=batch_size, device=device, max_vectors=max_vectors)
-
-
 # ---------------------------------------------------------------------------------------------
 # commands
 
 
 @fix_app.command("kmeans")
 @translate_errors
+@shared_options(exclude=("min_count", "subsample", "projection", "shard"))
 def kmeans_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face folder.")],
     out: OutOpt = None,
-    latents: LatentsOpt = None,
-    channel_axis: ChannelAxisOpt = None,
-    inputs: InputsOpt = None,
-    labels: LabelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    clip_seconds: ClipSecondsOpt = None,
-    model: ModelOpt = None,
-    encoder: EncoderOpt = None,
-    encode_method: EncodeMethodOpt = None,
+    *,
+    data: DataOptions,
     encoder_from: Annotated[Optional[Path], typer.Option("--encoder-from", help="A pretrained checkpoint (e.g. the autoencoder trained without VQ): its encoder is copied into the output (matched by key) and the codebook is fitted on its outputs.", rich_help_panel="Encoder")] = None,
     encoder_prefix: Annotated[Optional[list[str]], typer.Option("--encoder-prefix", help="Module(s) that make the encoder, copied by --encoder-from (repeatable; default: encoder).", rich_help_panel="Encoder")] = None,
     with_decoder: Annotated[bool, typer.Option("--with-decoder", help="Also copy the pretrained decoder (--decoder-prefix, default: decoder).", rich_help_panel="Encoder")] = False,
     decoder_prefix: Annotated[Optional[list[str]], typer.Option("--decoder-prefix", help="Module(s) that make the decoder, copied by --with-decoder (repeatable; default: decoder).", rich_help_panel="Encoder")] = None,
-    allow_global: AllowGlobalOpt = None,
-    nesting: NestingOpt = None,
-    codebook: CodebookOpt = None,
-    metric: MetricOpt = "auto",
     iters: IterOpt = 20,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8192,
-    max_vectors: MaxVectorsOpt = None,
-    memory_budget_mb: BudgetOpt = 256,
-    modes: ModesOpt = "auto",
+    analysis: AnalysisOptions,
     in_place: InPlaceOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs; with
     --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
-    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
-    check_ranges(("--seed", seed), ("--iters", iters), ("--memory-budget-mb", memory_budget_mb))
+    check_ranges(("--iters", iters))
+    seed, memory_budget_mb = analysis.seed, analysis.memory_budget_mb
 
     err = Console(stderr=True)
 
@@ -225,8 +177,8 @@ def kmeans_command(
             return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20,
                                  cluster=cluster)
 
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=encoder_from,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric, modes=modes,
+    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, analysis=analysis, encoder_from=encoder_from,
+         need_data=True, fix=fix, across_ranks=True,
          force=force, as_json=as_json,
          encoder_prefixes=tuple(encoder_prefix or ("encoder",)), with_decoder=with_decoder,
          decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
@@ -234,38 +186,22 @@ def kmeans_command(
 
 @fix_app.command("revive")
 @translate_errors
+@shared_options(exclude=("min_count", "subsample", "projection", "shard"))
 def revive_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face folder.")],
     out: OutOpt = None,
-    latents: LatentsOpt = None,
-    channel_axis: ChannelAxisOpt = None,
-    inputs: InputsOpt = None,
-    labels: LabelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    clip_seconds: ClipSecondsOpt = None,
-    model: ModelOpt = None,
-    encoder: EncoderOpt = None,
-    encode_method: EncodeMethodOpt = None,
-    allow_global: AllowGlobalOpt = None,
-    nesting: NestingOpt = None,
-    codebook: CodebookOpt = None,
-    metric: MetricOpt = "auto",
+    *,
+    data: DataOptions,
     min_count: Annotated[int, typer.Option("--min-count", help="A code used fewer times than this is dead and gets replaced.", rich_help_panel="Fix")] = 1,
     iters: IterOpt = 20,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8192,
-    max_vectors: MaxVectorsOpt = None,
-    memory_budget_mb: BudgetOpt = 256,
-    modes: ModesOpt = "auto",
+    analysis: AnalysisOptions,
     in_place: InPlaceOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
-    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
-    check_ranges(("--seed", seed), ("--iters", iters), ("--min-count", min_count), ("--memory-budget-mb", memory_budget_mb))
+    check_ranges(("--iters", iters), ("--min-count", min_count))
+    seed, memory_budget_mb = analysis.seed, analysis.memory_budget_mb
 
     err = Console(stderr=True)
 
@@ -275,36 +211,21 @@ def revive_command(
             return revive_stack(state, stack, lat.x, min_count=min_count, iters=iters, seed=seed,
                                 budget_bytes=memory_budget_mb << 20, progress=progress)
 
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes, force=force, as_json=as_json)
+    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, analysis=analysis, encoder_from=None,
+         need_data=True, fix=fix, force=force, as_json=as_json)
 
 
 @fix_app.command("simvq")
 @translate_errors
+@shared_options(exclude=("min_count", "subsample", "projection", "shard"))
 def simvq_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face folder.")],
     out: OutOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="exact: C = old codebook, W = I (same assignments); paper: Gaussian C frozen, W fitted.", rich_help_panel="Fix")] = "exact",
     layout: Annotated[str, typer.Option("--layout", help="vqp: vector-quantize-pytorch SimVQ keys; official: the SimVQ paper code's keys.", rich_help_panel="Fix")] = "vqp",
-    latents: LatentsOpt = None,
-    channel_axis: ChannelAxisOpt = None,
-    inputs: InputsOpt = None,
-    labels: LabelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    clip_seconds: ClipSecondsOpt = None,
-    model: ModelOpt = None,
-    encoder: EncoderOpt = None,
-    encode_method: EncodeMethodOpt = None,
-    allow_global: AllowGlobalOpt = None,
-    nesting: NestingOpt = None,
-    codebook: CodebookOpt = None,
-    metric: MetricOpt = "auto",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8192,
-    max_vectors: MaxVectorsOpt = None,
-    memory_budget_mb: BudgetOpt = 256,
-    modes: ModesOpt = "auto",
+    *,
+    data: DataOptions,
+    analysis: AnalysisOptions,
     in_place: InPlaceOpt = False,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -314,9 +235,7 @@ def simvq_command(
         raise UsageError(f"--mode {mode!r} is not one of exact, paper.")
     if layout not in ("vqp", "official"):
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
-    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
-    check_ranges(("--seed", seed), ("--memory-budget-mb", memory_budget_mb))
+    seed = analysis.seed
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         total = FixResult()
@@ -324,5 +243,5 @@ def simvq_command(
             total.merge(to_simvq(state, cb, mode=mode, layout=layout, seed=seed))  # type: ignore[arg-type]
         return total
 
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes, force=force, as_json=as_json)
+    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, analysis=analysis, encoder_from=None,
+         need_data=False, fix=fix, force=force, as_json=as_json)

@@ -9,38 +9,12 @@ import typer
 from rich.console import Console
 
 from vqdoctor.cli.app import app
-from vqdoctor.cli.common import (
-    AllowGlobalOpt,
-    BatchSizeOpt,
-    BudgetOpt,
-    ChannelAxisOpt,
-    ClipSecondsOpt,
-    CodebookOpt,
-    DeviceOpt,
-    EncodeMethodOpt,
-    EncoderOpt,
-    ImageSizeOpt,
-    InputsOpt,
-    LabelsOpt,
-    LatentsOpt,
-    MaxVectorsOpt,
-    MetricOpt,
-    MinCountOpt,
-    ModelOpt,
-    ModesOpt,
-    NestingOpt,
-    ProjectionOpt,
-    SeedOpt,
-    ShardOpt,
-    SubsampleOpt,
-    analysis_options,
-    data_options,
-    parse_shard,
-)
+from vqdoctor.cli.common import shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.outputs import write_outputs
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.cli.runs import analyse
+from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
 
@@ -58,47 +32,21 @@ def _next_steps(ckpt: str) -> str:
 
 @app.command("inspect")
 @translate_errors
+@shared_options()
 def inspect_command(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint file or Hugging Face folder. Default: the shipped sample that shows tokens collapse.")] = None,
-    latents: LatentsOpt = None,
-    channel_axis: ChannelAxisOpt = None,
-    inputs: InputsOpt = None,
-    labels: LabelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    clip_seconds: ClipSecondsOpt = None,
-    model: ModelOpt = None,
-    encoder: EncoderOpt = None,
-    encode_method: EncodeMethodOpt = None,
-    allow_global: AllowGlobalOpt = None,
-    nesting: NestingOpt = None,
-    codebook: CodebookOpt = None,
-    metric: MetricOpt = "auto",
-    min_count: MinCountOpt = 1,
-    subsample: SubsampleOpt = 4000,
-    projection: ProjectionOpt = "pca",
-    modes: ModesOpt = "auto",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8192,
-    max_vectors: MaxVectorsOpt = None,
-    memory_budget_mb: BudgetOpt = 256,
+    *,
+    data: DataOptions,
+    analysis: AnalysisOptions,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
-    shard: ShardOpt = None,
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Write the mergeable statistics to FILE (for vqdoctor merge); the report is skipped unless --json/--html/--plots is given.", rich_help_panel="Output")] = None,
 ) -> None:
     """Diagnose codebook collapse: usage, EMA, geometry, W rank, tokens and embeddings collapse."""
     default = checkpoint is None
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)
-    data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model, encoder=encoder,
-        encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
-        max_vectors=max_vectors, shard=parse_shard(shard),
-    )
-    analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample,
-                                projection=projection, seed=seed, memory_budget_mb=memory_budget_mb, metric=metric, modes=modes)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     if default:

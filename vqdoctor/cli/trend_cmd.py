@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,59 +10,23 @@ import typer
 from rich.console import Console
 
 from vqdoctor.cli.app import app
-from vqdoctor.cli.common import (
-    AllowGlobalOpt,
-    BatchSizeOpt,
-    BudgetOpt,
-    ChannelAxisOpt,
-    ClipSecondsOpt,
-    CodebookOpt,
-    DeviceOpt,
-    EncodeMethodOpt,
-    EncoderOpt,
-    ImageSizeOpt,
-    InputsOpt,
-    LabelsOpt,
-    LatentsOpt,
-    MaxVectorsOpt,
-    MinCountOpt,
-    ModelOpt,
-    NestingOpt,
-    SeedOpt,
-    SubsampleOpt,
-    analysis_options,
-    data_options,
-)
+from vqdoctor.cli.common import shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
 from vqdoctor.errors import UsageError
+from vqdoctor.options import AnalysisOptions, DataOptions
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 @app.command("trend")
 @translate_errors
+@shared_options(exclude=("metric", "projection", "modes", "shard"))
 def trend_command(
     run: Annotated[str, typer.Argument(help="The run's folder of checkpoints, or a glob (quoted) such as 'run/step_*.pt'.")],
-    latents: LatentsOpt = None,
-    channel_axis: ChannelAxisOpt = None,
-    inputs: InputsOpt = None,
-    labels: LabelsOpt = None,
-    image_size: ImageSizeOpt = None,
-    clip_seconds: ClipSecondsOpt = None,
-    model: ModelOpt = None,
-    encoder: EncoderOpt = None,
-    encode_method: EncodeMethodOpt = None,
-    allow_global: AllowGlobalOpt = None,
-    nesting: NestingOpt = None,
-    codebook: CodebookOpt = None,
-    min_count: MinCountOpt = 1,
-    subsample: SubsampleOpt = 4000,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 8192,
-    max_vectors: MaxVectorsOpt = None,
-    memory_budget_mb: BudgetOpt = 256,
+    *,
+    data: DataOptions,
+    analysis: AnalysisOptions,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the trend as JSON to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
     csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write one row per step and codebook as CSV to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a plot (metric vs step, one line per codebook): .png, .svg or .pdf.", rich_help_panel="Output")] = None,
@@ -76,13 +41,7 @@ def trend_command(
         raise UsageError(f"--plot {plot} has an unknown picture format {plot.suffix or '(none)'!r}.",
                          f"Use one of {', '.join(PLOT_FORMATS)}.")
     check_outputs(("--json", json_out), ("--csv", csv_out), ("--plot", plot))
-    data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
-        clip_seconds=clip_seconds, model=model, encoder=encoder, encode_method=encode_method,
-        allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device, max_vectors=max_vectors,
-    )
-    analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample, projection="none",
-                                seed=seed, memory_budget_mb=memory_budget_mb)
+    analysis = dataclasses.replace(analysis, projection="none")
     err = Console(stderr=True)
     result = trend(run, data=data, analysis=analysis,
                    on_checkpoint=lambda i, n, p: err.print(f"[{i + 1}/{n}] step {p.step:,}: {p.path}", highlight=False))

@@ -20,6 +20,7 @@ from vqdoctor.codebooks.detectors.base import Detector
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
 from vqdoctor.errors import CodebookNotFoundError, UsageError
 from vqdoctor.io.store import TensorStore
+from vqdoctor.options import METRICS
 
 DETECTORS: tuple[Detector, ...] = (
     # codebook-free first: their fixed tables (LFQ's sign codebook) must not look learned
@@ -123,7 +124,6 @@ def select(discovery: Discovery, pattern: str | None, *, state: TensorStore | No
     return replace(discovery, stacks=tuple(stacks))
 
 
-METRICS = ("auto", "euclidean", "cosine")
 
 
 def override_metric(discovery: Discovery, metric: str) -> Discovery:
