@@ -26,6 +26,7 @@ from vqdoctor.core.results import (
     WMetrics,
 )
 from vqdoctor.errors import InputFileError, UsageError
+from vqdoctor.io.config import DEFAULT_MAX_REGRESSION
 from vqdoctor.report.schema import CodebookReport, Report
 from vqdoctor.verdicts import (
     CODEBOOK_CHECKS,
@@ -41,7 +42,6 @@ CHECK_SCHEMA = "vqdoctor.check/1"
 Outcome = Literal["pass", "fail", "skipped", "insufficient"]  # insufficient: not enough data to judge
 Kind = Literal["threshold", "baseline"]
 
-DEFAULT_MAX_REGRESSION = 0.05
 # Relative changes are measured against max(|baseline|, REGRESSION_FLOOR): a metric that was 0 in the
 # baseline (no dead codes) may grow by max_regression x 0.1 before it counts as a regression.
 REGRESSION_FLOOR = 0.1

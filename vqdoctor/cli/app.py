@@ -1,16 +1,25 @@
-"""The Typer application. Each command lives in its own module and registers itself here."""
+"""The Typer application: each command is a plain function in its own module (``*_cmd.py``),
+registered here. Nothing heavy is imported at start (torch, numpy, the API load inside the
+commands), so ``vqdoctor --help`` / ``--version`` and shell completion answer at once."""
 
 from __future__ import annotations
 
 import typer
 
 from vqdoctor import __version__
+from vqdoctor.cli.check_cmd import check_command
+from vqdoctor.cli.clean_cmd import clean_command
+from vqdoctor.cli.fix_cmd import FIX_HELP, kmeans_command, revive_command, simvq_command
+from vqdoctor.cli.inspect_cmd import inspect_command
+from vqdoctor.cli.ls_cmd import ls_command
+from vqdoctor.cli.merge_cmd import merge_command
+from vqdoctor.cli.trend_cmd import trend_command
 
 app = typer.Typer(
     name="vqdoctor",
     help="A doctor for vector-quantized models: find codebook collapse, tell which kind, repair it.",
     no_args_is_help=False,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -31,11 +40,18 @@ def _root(
     """vqdoctor: diagnose and repair codebook collapse."""
 
 
-def _register() -> None:
-    from vqdoctor.cli import check_cmd, clean_cmd, fix_cmd, inspect_cmd, ls_cmd, merge_cmd, trend_cmd  # noqa: F401  (registration by import)
+app.command("check")(check_command)
+app.command("clean")(clean_command)
+app.command("inspect")(inspect_command)
+app.command("ls")(ls_command)
+app.command("merge")(merge_command)
+app.command("trend")(trend_command)
 
-
-_register()
+fix_app = typer.Typer(help=FIX_HELP, no_args_is_help=True)
+fix_app.command("kmeans")(kmeans_command)
+fix_app.command("revive")(revive_command)
+fix_app.command("simvq")(simvq_command)
+app.add_typer(fix_app, name="fix")
 
 
 def main() -> None:

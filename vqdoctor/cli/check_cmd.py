@@ -4,40 +4,21 @@ defaults) and an optional baseline report; exit 0 pass, 1 a check failed, 2 usag
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from vqdoctor.check import (
-    DEFAULT_MAX_REGRESSION,
-    CheckConfig,
-    CheckItem,
-    CheckResult,
-    Thresholds,
-    check_document,
-    config_from_mapping,
-    evaluate,
-    merge_configs,
-)
-from vqdoctor.cli.app import app
 from vqdoctor.cli.common import check_ranges, shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.paths import check_outputs
-from vqdoctor.cli.runs import analyse
-from vqdoctor.io.baseline import load_baseline
-from vqdoctor.io.config import load_check_config
+from vqdoctor.io.config import DEFAULT_MAX_REGRESSION
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
-from vqdoctor.report.junit import MODEL_WIDE, write_junit
-from vqdoctor.verdicts import CODEBOOK_CHECKS
 
-_DIRECTION = {spec.check: spec.direction for spec in CODEBOOK_CHECKS}
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vqdoctor.check import CheckItem, CheckResult
+
 DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "insufficient": "cyan"}
 _T = "Thresholds"
@@ -67,13 +48,22 @@ def _bound(item: CheckItem) -> str:
         return "-"
     if item.check == "merged_pairs":
         return f"<= {item.threshold:g}" if item.kind == "threshold" else f"baseline {item.threshold:g}"
-    relation = ">=" if _DIRECTION.get(item.check) == "min" else "<="
+    from vqdoctor.verdicts import CODEBOOK_CHECKS
+
+    direction = {spec.check: spec.direction for spec in CODEBOOK_CHECKS}
+    relation = ">=" if direction.get(item.check) == "min" else "<="
     text = f"{relation} {_fmt(item.threshold, item.percent)}"
     return text if item.baseline is None else f"{text} (base {_fmt(item.baseline, item.percent)})"
 
 
 def render_check(result: CheckResult, console: Console) -> None:
     """The compact table of checks, a summary line, and the remedies of the failed checks."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from vqdoctor.report.junit import MODEL_WIDE
+
     table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False)
     for col, justify in (("codebook", "left"), ("check", "left"), ("value", "right"), ("threshold", "right"), ("result", "left")):
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -107,7 +97,6 @@ def render_check(result: CheckResult, console: Console) -> None:
     console.print(Text.assemble(verdict, tail))
 
 
-@app.command("check")
 @translate_errors(internal_exit=2)
 @shared_options(exclude=("nesting", "projection", "shard"))
 def check_command(
@@ -137,6 +126,18 @@ def check_command(
 
     Exit codes: 0 all checks passed; 1 a check failed; 2 usage or input error. See docs/ci.md.
     """
+    import json
+
+    from rich.console import Console
+
+    from vqdoctor.check import CheckConfig, Thresholds, check_document, config_from_mapping, evaluate, merge_configs
+    from vqdoctor.cli.paths import check_outputs
+    from vqdoctor.cli.runs import analyse
+    from vqdoctor.io.baseline import load_baseline
+    from vqdoctor.io.config import load_check_config
+    from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
+    from vqdoctor.report.junit import write_junit
+
     analysis = dataclasses.replace(analysis, projection="none")
     check_ranges(("--min-utilization", min_utilization), ("--max-dead-fraction", max_dead_fraction),
                  ("--min-normalized-perplexity", min_normalized_perplexity), ("--max-allocation-tv", max_allocation_tv),

@@ -7,13 +7,10 @@ from typing import Annotated
 
 import typer
 
-from vqdoctor.cli.app import app
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.errors import UsageError
-from vqdoctor.io.atomic import leftovers, remove_leftovers
 
 
-@app.command("clean")
 @translate_errors
 def clean_command(
     folder: Annotated[Path, typer.Argument(help="The folder an output was written to.")],
@@ -22,6 +19,8 @@ def clean_command(
     """Remove leftover temporary outputs (.vqdoctor-tmp-*) of interrupted vqdoctor writes in FOLDER.
 
     Only names starting with .vqdoctor-tmp- are touched; links are removed, never followed."""
+    from vqdoctor.io.atomic import leftovers, remove_leftovers
+
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder.", "Pass the folder the interrupted output was written to.")
     found = leftovers(folder) if dry_run else remove_leftovers(folder)

@@ -14,29 +14,25 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from vqdoctor import api, distributed
-from vqdoctor.cli.app import app
 from vqdoctor.cli.common import check_ranges, shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.paths import check_outputs
-from vqdoctor.codebooks.model import Stack
-from vqdoctor.core.kmeans import LloydProgress, kmeans
 from vqdoctor.errors import UsageError
-from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.report.schema import CodebookReport, Report
 
-fix_app = typer.Typer(
-    help="Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file.",
-    no_args_is_help=True,
-)
-app.add_typer(fix_app, name="fix")
+if TYPE_CHECKING:  # the commands import these when they run (start-up stays light)
+    from rich.console import Console
+
+    from vqdoctor import api
+    from vqdoctor.codebooks.model import Stack
+    from vqdoctor.core.kmeans import LloydProgress
+    from vqdoctor.fixes import FixResult
+    from vqdoctor.report.schema import CodebookReport, Report
+
+FIX_HELP = "Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file."
 
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the repaired checkpoint (same format as the input).", rich_help_panel="Output")]
 InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Overwrite the input (a backup NAME.bak is kept).", rich_help_panel="Output")]
@@ -62,6 +58,9 @@ def _tv(cb: CodebookReport) -> float | None:
 
 
 def _render(outcome: api.FixOutcome, console: Console) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     err = Console(stderr=True)
     for note in outcome.notes:
         err.print(f"• {note}", markup=False, highlight=False)
@@ -122,6 +121,11 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
          encoder_from: Path | None, need_data: bool, fix: api.FixFn, across_ranks: bool = False,
          force: bool = False, as_json: bool = False, encoder_prefixes: tuple[str, ...] = ("encoder",),
          with_decoder: bool = False, decoder_prefixes: tuple[str, ...] = ("decoder",)) -> None:
+    from rich.console import Console
+
+    from vqdoctor import api, distributed
+    from vqdoctor.cli.paths import check_outputs
+
     if not in_place:
         check_outputs(("--out", out))
     analysis = dataclasses.replace(analysis, projection="none", keep_counts=False)
@@ -144,7 +148,6 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
 # commands
 
 
-@fix_app.command("kmeans")
 @translate_errors
 @shared_options(exclude=("min_count", "subsample", "projection", "shard"))
 def kmeans_command(
@@ -166,6 +169,11 @@ def kmeans_command(
     --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
     check_ranges(("--iters", iters))
     seed, memory_budget_mb = analysis.seed, analysis.memory_budget_mb
+    from rich.console import Console
+
+    from vqdoctor import distributed
+    from vqdoctor.core.kmeans import kmeans
+    from vqdoctor.fixes import kmeans_reinit
 
     err = Console(stderr=True)
 
@@ -184,7 +192,6 @@ def kmeans_command(
          decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
 
 
-@fix_app.command("revive")
 @translate_errors
 @shared_options(exclude=("min_count", "subsample", "projection", "shard"))
 def revive_command(
@@ -202,6 +209,9 @@ def revive_command(
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
     check_ranges(("--iters", iters), ("--min-count", min_count))
     seed, memory_budget_mb = analysis.seed, analysis.memory_budget_mb
+    from rich.console import Console
+
+    from vqdoctor.fixes import revive_stack
 
     err = Console(stderr=True)
 
@@ -215,7 +225,6 @@ def revive_command(
          need_data=True, fix=fix, force=force, as_json=as_json)
 
 
-@fix_app.command("simvq")
 @translate_errors
 @shared_options(exclude=("min_count", "subsample", "projection", "shard"))
 def simvq_command(
@@ -236,6 +245,7 @@ def simvq_command(
     if layout not in ("vqp", "official"):
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
     seed = analysis.seed
+    from vqdoctor.fixes import FixResult, to_simvq
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
         total = FixResult()

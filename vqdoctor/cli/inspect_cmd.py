@@ -6,16 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from vqdoctor.cli.app import app
 from vqdoctor.cli.common import shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.outputs import write_outputs
-from vqdoctor.cli.paths import check_outputs
-from vqdoctor.cli.runs import analyse
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
 
 def _next_steps(ckpt: str) -> str:
@@ -30,7 +24,6 @@ def _next_steps(ckpt: str) -> str:
     ])
 
 
-@app.command("inspect")
 @translate_errors
 @shared_options()
 def inspect_command(
@@ -44,6 +37,13 @@ def inspect_command(
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Write the mergeable statistics to FILE (for vqdoctor merge); the report is skipped unless --json/--html/--plots is given.", rich_help_panel="Output")] = None,
 ) -> None:
     """Diagnose codebook collapse: usage, EMA, geometry, W rank, tokens and embeddings collapse."""
+    from rich.console import Console
+
+    from vqdoctor.cli.outputs import write_outputs
+    from vqdoctor.cli.paths import check_outputs
+    from vqdoctor.cli.runs import analyse
+    from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
+
     default = checkpoint is None
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)

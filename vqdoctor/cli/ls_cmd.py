@@ -5,21 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from vqdoctor.cli.app import app
 from vqdoctor.cli.common import MetricOpt, check_metric
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.paths import check_outputs
-from vqdoctor.codebooks import config_from_metadata, find_codebooks, override_metric, select
-from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
-from vqdoctor.io.atomic import atomic_write_bytes
-from vqdoctor.io.checkpoint_types import Checkpoint
-from vqdoctor.io.checkpoints import load_checkpoint
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
+    from vqdoctor.io.checkpoint_types import Checkpoint
 
 LS_SCHEMA = "vqdoctor.ls/1"
 
@@ -107,6 +104,8 @@ def metric_line(cb: Codebook) -> str:
 
 
 def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
+    from rich.table import Table
+
     console.print(f"[bold]{ckpt.path}[/bold]  {ckpt.format}, {len(ckpt.state)} tensors, nesting: {ckpt.describe_nesting()}")
     if not found.stacks and not found.codebook_free:
         console.print("No codebook found.")
@@ -138,7 +137,6 @@ def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
         console.print(free)
 
 
-@app.command("ls")
 @translate_errors
 def ls_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face model folder.")],
@@ -148,6 +146,13 @@ def ls_command(
     metric: MetricOpt = "auto",
 ) -> None:
     """List the codebooks found in a checkpoint: where, of which kind, how they are compared."""
+    from rich.console import Console
+
+    from vqdoctor.cli.paths import check_outputs
+    from vqdoctor.codebooks import config_from_metadata, find_codebooks, override_metric, select
+    from vqdoctor.io.atomic import atomic_write_bytes
+    from vqdoctor.io.checkpoints import load_checkpoint
+
     check_outputs(("--json", json_out))
     metric = check_metric(metric)
     ckpt = load_checkpoint(checkpoint, allow_globals=tuple(allow_global or ()))

@@ -6,17 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from vqdoctor import api
-from vqdoctor.cli.app import app
 from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.outputs import write_outputs
-from vqdoctor.cli.paths import check_outputs
 
 
-@app.command("merge")
 @translate_errors
 def merge_command(
     files: Annotated[list[Path], typer.Argument(help="Statistics files written by 'vqdoctor inspect --shard i/n --save-stats FILE', in any order.")],
@@ -33,6 +27,12 @@ def merge_command(
     A statistics file is never trusted: its recorded checkpoint path, nesting and options are not
     used to load anything. Pass --checkpoint PATH (and --allow-global / --nesting for it) for the
     full report; without it the report holds usage, allocation and embeddings collapse only."""
+    from rich.console import Console
+
+    from vqdoctor import api
+    from vqdoctor.cli.outputs import write_outputs
+    from vqdoctor.cli.paths import check_outputs
+
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     stats = api.load_statistics(*files)

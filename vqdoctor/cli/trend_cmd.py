@@ -7,19 +7,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from vqdoctor.cli.app import app
 from vqdoctor.cli.common import shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.cli.paths import check_outputs
 from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
-@app.command("trend")
 @translate_errors
 @shared_options(exclude=("metric", "projection", "modes", "shard"))
 def trend_command(
@@ -32,6 +28,9 @@ def trend_command(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a plot (metric vs step, one line per codebook): .png, .svg or .pdf.", rich_help_panel="Output")] = None,
 ) -> None:
     """Follow a run: utilization, perplexity, dead codes, EMA usage, W rank, allocation TV per step, and verdicts on the trend."""
+    from rich.console import Console
+
+    from vqdoctor.cli.paths import check_outputs
     from vqdoctor.report.trend_out import render_trend, save_trend_plot, trend_json, write_text
     from vqdoctor.trend import to_csv, trend
 

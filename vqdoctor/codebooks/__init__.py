@@ -1,15 +1,28 @@
-"""Codebook discovery: the value objects and :func:`find_codebooks` (re-exports only)."""
+"""Codebook discovery: the value objects and :func:`find_codebooks` (re-exports, loaded on first
+use so that ``import vqdoctor.codebooks.model`` or the command line does not load every detector)."""
 
-from vqdoctor.codebooks.model import Codebook, CodebookFree, Discovery, EmaState, Linear, Stack
-from vqdoctor.codebooks.registry import (
-    DETECTORS,
-    METRICS,
-    config_from_metadata,
-    find_codebooks,
-    no_codebook_error,
-    override_metric,
-    select,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vqdoctor.codebooks.model import Codebook, CodebookFree, Discovery, EmaState, Linear, Stack
+    from vqdoctor.codebooks.registry import (
+        DETECTORS,
+        METRICS,
+        config_from_metadata,
+        find_codebooks,
+        no_codebook_error,
+        override_metric,
+        select,
+    )
+
+_EXPORTS = {
+    **dict.fromkeys(("Codebook", "CodebookFree", "Discovery", "EmaState", "Linear", "Stack"), "vqdoctor.codebooks.model"),
+    **dict.fromkeys(("DETECTORS", "METRICS", "config_from_metadata", "find_codebooks", "no_codebook_error",
+                     "override_metric", "select"), "vqdoctor.codebooks.registry"),
+}
 
 __all__ = [
     "DETECTORS",
@@ -26,3 +39,9 @@ __all__ = [
     "override_metric",
     "select",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vqdoctor.codebooks' has no attribute {name!r}")
