@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections import ChainMap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,24 +21,18 @@ from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, override_metric, select
 from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
-from vqdoctor.core.sketch import SKETCH_DIM, random_projection
-from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
-from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
+from vqdoctor.diagnose import build_report, diagnose, gather
+from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.fixes import FixResult
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
-from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latents
 from vqdoctor.io.encoders import (
-    Encoder,
     data_from_metadata,
-    encoder_from_factory,
-    encoder_from_file,
-    encoder_from_metadata,
     ignored_data_note,
 )
-from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
+from vqdoctor.io.stream import Latents, collect_latents, memory_stream, open_stream
 from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
@@ -80,154 +73,6 @@ def _check_codebooks_finite(ckpt: Checkpoint, found: Discovery) -> None:
                 hint="The training diverged or the file is damaged: use an earlier checkpoint, or repair those "
                 "codes (e.g. torch.nan_to_num) before analysing it.",
             )
-
-
-def _flatten_vectors(z: torch.Tensor, channel_axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder output (b, ..., d, ...) -> vectors (b*P, d) and the local sample of each (b*P,)."""
-    b = z.shape[0]
-    if z.ndim == 2:
-        return z, torch.arange(b, device=z.device)
-    z = z.movedim(channel_axis, -1)
-    positions = math.prod(z.shape[1:-1])
-    return z.reshape(-1, z.shape[-1]), torch.arange(b, device=z.device).repeat_interleave(positions)
-
-
-def _check_finite(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        row = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
-        raise DataError(f"{what} contains NaN or Inf (first at row {row}).", "Check the encoder and the inputs; vqdoctor analyses finite vectors only.")
-
-
-def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> Encoder | None:
-    if data.model is not None:
-        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device)
-    if data.encoder is not None:
-        return encoder_from_file(data.encoder, device=device)
-    return encoder_from_metadata(ckpt, device=device)
-
-
-def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
-                latents: LatentSource | None = None, inputs: InputSource | None = None,
-                encoder: Encoder | None = None) -> VectorStream | None:
-    """Turn the data options into a stream of latents (None: nothing to read, data-free).
-    ``latents`` / ``inputs`` / ``encoder``: sources already opened (objects in memory,
-    ``vqdoctor.memory``), used instead of the files and encoder the options name."""
-    shard = data.shard
-    if latents is not None or data.latents is not None:
-        src = latents if latents is not None else open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels)
-        raw = _aligned_inputs(data, src.n_samples) if data.inputs is not None else None
-        features = None if raw is None else _input_features(raw)
-
-        def latent_batches() -> Iterator[Batch]:
-            for x, sample in prefetch(src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors)):
-                if features is None:
-                    yield x, sample, None
-                else:  # the batch's items' inputs, one row per distinct item in increasing order
-                    yield x, sample, features(raw.take(torch.unique(sample).numpy()))
-
-        labels, names = src.labels, src.label_names
-        if labels is None and raw is not None:
-            labels, names = raw.labels, raw.label_names
-        paired = "" if raw is None else f", with inputs {data.inputs} ({raw.n} items, row for row)"
-        return VectorStream(
-            description=f"latents: {src.path} ({src.n_vectors} vectors of dim {src.dim}){paired}",
-            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=labels,
-            label_names=names,
-            take_inputs=None if raw is None else (lambda samples: features(raw.take(samples))),
-        )
-
-    inputs_path = data.inputs if inputs is None else inputs.path
-    notes: list[str] = []
-    if inputs_path is None:
-        inputs_path = data_from_metadata(ckpt)
-        if inputs_path is None:
-            return None
-        notes.append(f"Data: the checkpoint's own training data {inputs_path} (named in its metadata).")
-    encoder = encoder if encoder is not None else _encoder_for(ckpt, data, device)
-    if encoder is None:
-        raise DataError(
-            f"--inputs {inputs_path} needs an encoder, and {ckpt.path} does not describe its own.",
-            "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
-        )
-    notes.extend(encoder.notes)
-    inp = inputs if inputs is not None else open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds)
-    channel_axis = data.channel_axis if data.channel_axis is not None else encoder.channel_axis
-    per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
-
-    def encode(xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            with torch.inference_mode():
-                z = encoder.fn(xb.to(device))
-        except Exception as err:  # the user's model code: report it as theirs, with the batch shape
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise EncoderError(
-                f"The encoder ({encoder.description}) failed on a batch of shape {tuple(xb.shape)} "
-                f"from {inputs_path}: {first}",
-                "Check that it takes this input shape (an exported program needs a dynamic batch "
-                "dimension: torch.export.Dim), or pass --batch-size; VQDOCTOR_DEBUG=1 shows the traceback.",
-            ) from err
-        if not isinstance(z, torch.Tensor):
-            raise EncoderError(f"The encoder ({encoder.description}) returned {type(z).__name__}, not a tensor.",
-                               "Pass --encode-method to pick the method or submodule that returns the latents.")
-        z = z.float()
-        _check_finite(z, f"The encoder's output on {inputs_path}")
-        vecs, local = _flatten_vectors(z, channel_axis)
-        return vecs, idx.to(vecs.device)[local]
-
-    features = math.prod(inp.sample_shape)
-    sketch = random_projection(features) if features > SKETCH_DIM else None
-    if sketch is not None:
-        notes.append(f"Inputs have {features:,} features: modes and k-NN purity in input space use a seeded "
-                     f"{SKETCH_DIM}-d random projection of them (distances kept, Johnson-Lindenstrauss).")
-
-    def input_features(xb: torch.Tensor) -> torch.Tensor:
-        flat = xb.reshape(xb.shape[0], -1).float()
-        return flat if sketch is None else flat @ sketch
-
-    def input_batches() -> Iterator[Batch]:
-        # decode the next batch (images, audio) while this one is encoded and assigned
-        for xb, idx in prefetch(inp.batches(per_batch, shard=shard, max_items=data.max_vectors)):
-            vecs, sample = encode(xb, idx)
-            yield vecs, sample, input_features(xb)
-
-    def take(samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        parts, owners = [], []
-        for start in range(0, len(samples), per_batch):
-            chunk = samples[start : start + per_batch]
-            vecs, sample = encode(inp.take(chunk), torch.as_tensor(chunk))
-            parts.append(vecs)
-            owners.append(sample)
-        return torch.cat(parts), torch.cat(owners)
-
-    return VectorStream(
-        description=f"inputs: {inputs_path} ({inp.n} items) through {encoder.description}",
-        n_samples=inp.n, batches=input_batches, take=take,
-        take_inputs=lambda samples: input_features(inp.take(samples)),
-        labels=inp.labels, label_names=inp.label_names, notes=notes,
-    )
-
-
-def _aligned_inputs(data: DataOptions, n_samples: int):  # -> InputSource
-    """Raw inputs given with --latents: row i of the inputs is the item of latent sample i."""
-    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds)
-    if inp.n != n_samples:
-        raise DataError(
-            f"--inputs {data.inputs} has {inp.n} items but --latents {data.latents} has {n_samples} samples; "
-            "they must be aligned row for row.",
-            "Pass the inputs the latents were encoded from, in the same order (one latent sample per input item).")
-    return inp
-
-
-def _input_features(inp) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Raw items -> (s, F) features for the input-side comparison (a seeded sketch above SKETCH_DIM)."""
-    features = math.prod(inp.sample_shape)
-    sketch = random_projection(features) if features > SKETCH_DIM else None
-
-    def f(xb: torch.Tensor) -> torch.Tensor:
-        flat = xb.reshape(xb.shape[0], -1).float()
-        return flat if sketch is None else flat @ sketch
-
-    return f
 
 
 def checkpoint_info(ckpt: Checkpoint) -> CheckpointInfo:
@@ -355,52 +200,10 @@ def report_from_statistics(
 # temporary file, verify that file as it will run (vqdoctor/repair.py), then move it into place.
 
 
-@dataclass(frozen=True)
-class Latents:
-    """Every vector of the data at once (k-means needs them together; cap with --max-vectors)."""
-
-    x: torch.Tensor  # (N, D) float32 on the analysis device
-    modes: np.ndarray | None  # (N,) int mode id per vector (labels), or None
-    mode_names: list[str] | None
-    description: str
-    mode_source: str | None = None  # None: the user's labels
-
-
-def collect_latents(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> Latents | None:
-    """The vectors of ``data`` as one tensor (None when no data was given)."""
-    stream = open_stream(ckpt, data, device=device)
-    if stream is None:
-        return None
-    xs, modes = [], []
-    for x, sample, _ in stream.batches():
-        xs.append(x.to(device=device, dtype=torch.float32))
-        if stream.labels is not None:
-            modes.append(np.asarray(stream.labels)[sample.cpu().numpy()])
-    if not xs:
-        raise DataError(f"No vectors in {stream.description}.", "Pass non-empty data.")
-    return Latents(torch.cat(xs), np.concatenate(modes) if modes else None, stream.label_names, stream.description)
-
-
-def _memory_stream(lat: Latents, batch_size: int) -> VectorStream:
-    """A stream over vectors held in memory, each vector its own sample."""
-    n = lat.x.shape[0]
-
-    def batches() -> Iterator[Batch]:
-        for start in range(0, n, batch_size):
-            yield lat.x[start : start + batch_size], torch.arange(start, min(n, start + batch_size)), None
-
-    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.as_tensor(idx, dtype=torch.int64)
-        return lat.x[rows.to(lat.x.device)], rows
-
-    return VectorStream(description=lat.description, n_samples=n, batches=batches, take=take,
-                        labels=lat.modes, label_names=lat.mode_names, mode_source=lat.mode_source)
-
-
 def report_on_latents(ckpt: Checkpoint, discovery: Discovery, lat: Latents, *, analysis: AnalysisOptions,
                       batch_size: int = 65536) -> Report:
     """The `inspect` report of ``discovery`` over vectors already in memory."""
-    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=discovery, stream=_memory_stream(lat, batch_size),
+    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=discovery, stream=memory_stream(lat, batch_size),
                     options=analysis, device=lat.x.device)
 
 

@@ -34,6 +34,7 @@ from vqdoctor.errors import UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.encoders import Encoder
 from vqdoctor.io.memory import checkpoint_from_object, inputs_source, is_path, latents_source, type_name
+from vqdoctor.io.stream import open_stream
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import Report
 
@@ -137,6 +138,6 @@ def inspect(
         enc = _encoder(encoder, data.channel_axis) if encoder is not None else None
     else:
         raise UsageError("labels were given without data.", "Pass latents=... or inputs=... with encoder=....")
-    stream = api.open_stream(ckpt, data, device=device, latents=lat_src, inputs=inp_src, encoder=enc)
+    stream = open_stream(ckpt, data, device=device, latents=lat_src, inputs=inp_src, encoder=enc)
     return diagnose(checkpoint=api.checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
                     device=device, progress=progress)

@@ -33,6 +33,7 @@ from vqdoctor.errors import InputFileError, UsageError
 from vqdoctor.io.checkpoints import PICKLE_SUFFIXES
 from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latents
 from vqdoctor.io.safe_pickle import safe_torch_load
+from vqdoctor.io.stream import open_stream
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import Report
 
@@ -259,7 +260,7 @@ def trend(
             on_checkpoint(i, len(points), point)
         ckpt = api.load(point.path, allow_globals=data.allow_globals, nesting=data.nesting)
         found = api.discover(ckpt, pattern=analysis.codebook)
-        stream = api.open_stream(ckpt, data, device=device, latents=latents, inputs=inputs)
+        stream = open_stream(ckpt, data, device=device, latents=latents, inputs=inputs)
         if stream is not None:
             stream = replace(stream, mode_cache=modes)
             description = stream.description
