@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 from collections import ChainMap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,12 +28,14 @@ from vqdoctor.fixes import FixResult
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
+from vqdoctor.io.data import InputSource, LatentSource
 from vqdoctor.io.encoders import (
+    Encoder,
     data_from_metadata,
     ignored_data_note,
 )
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
-from vqdoctor.io.stream import Latents, collect_latents, memory_stream, open_stream
+from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_stream, open_stream
 from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
@@ -79,6 +82,39 @@ def checkpoint_info(ckpt: Checkpoint) -> CheckpointInfo:
     return CheckpointInfo(path=str(ckpt.path), format=ckpt.format, nesting=ckpt.describe_nesting(), fingerprint=ckpt.fingerprint)
 
 
+# --------------------------------------------------------------------------------------------
+# One session per checkpoint (inspect, check, fix, trend): the checkpoint loaded, its codebooks
+# found, the device picked; the data opened as a stream over it.
+
+
+@dataclass(frozen=True)
+class Session:
+    """A checkpoint opened for one analysis: its codebooks and the device to compute on."""
+
+    ckpt: Checkpoint
+    found: Discovery
+    device: torch.device
+
+    @property
+    def info(self) -> CheckpointInfo:
+        return checkpoint_info(self.ckpt)
+
+    def stream(self, data: DataOptions, *, latents: LatentSource | None = None, inputs: InputSource | None = None,
+               encoder: Encoder | None = None) -> VectorStream | None:
+        """The vectors of ``data`` (None: no data, data-free); sources already opened go first."""
+        return open_stream(self.ckpt, data, device=self.device, latents=latents, inputs=inputs, encoder=encoder)
+
+
+def open_session(checkpoint: str | Path | Checkpoint, *, data: DataOptions = DataOptions(),
+                 analysis: AnalysisOptions = AnalysisOptions(), device: torch.device | None = None) -> Session:
+    """Load ``checkpoint`` (unless already loaded) with the data options' ``allow_globals`` and
+    ``nesting``, find the codebooks ``analysis`` selects, pick the device (``device`` or
+    ``data.device``)."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
+    return Session(ckpt=ckpt, found=found, device=device if device is not None else pick_device(data.device))
+
+
 def inspect(
     checkpoint: str | Path | Checkpoint,
     *,
@@ -87,14 +123,100 @@ def inspect(
     progress: ProgressFn | None = None,
 ) -> Report:
     """Diagnose every codebook of a checkpoint over the given data."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-    device = pick_device(data.device)
-    stream = open_stream(ckpt, data, device=device)
-    report = diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
-                      device=device, progress=progress)
-    ignored = ignored_data_note(ckpt) if stream is None else None
+    session = open_session(checkpoint, data=data, analysis=analysis)
+    stream = session.stream(data)
+    report = diagnose(checkpoint=session.info, discovery=session.found, stream=stream, options=analysis,
+                      device=session.device, progress=progress)
+    ignored = ignored_data_note(session.ckpt) if stream is None else None
     return report if ignored is None else replace(report, notes=[*report.notes, ignored])
+
+
+# --------------------------------------------------------------------------------------------
+# Run modes: one process, one shard of the data (--shard i/n, statistics saved for a later
+# merge), or one rank of a torchrun job (statistics reduced over the ranks; rank 0 reports).
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where this process runs: alone (``world == 1``) or as rank ``rank`` of a torchrun job.
+    ``data`` holds this process's slice (under torchrun: ``shard = (rank, world)``)."""
+
+    data: DataOptions
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes outputs and reports (rank 0, or the only one)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+@contextmanager
+def run_mode(data: DataOptions) -> Iterator[Run]:
+    """The run mode of this process: under torchrun (WORLD_SIZE > 1) join the process group for
+    the duration and read the rank's slice (``--shard`` is refused there); else run alone."""
+    device = pick_device(data.device)
+    with distributed.session(device) as job:
+        if job is None:
+            yield Run(data=data, device=device)
+            return
+        env, dev = job
+        if data.shard is not None:
+            raise UsageError(f"--shard {data.shard[0]}/{data.shard[1]} cannot be used under torchrun: "
+                             f"each of the {env.world_size} ranks already takes its own slice.",
+                             "Drop --shard, or run without torchrun.")
+        yield Run(data=replace(data, shard=env.shard), device=dev, rank=env.rank, world=env.world_size)
+
+
+def is_main_process() -> bool:
+    """False only on a torchrun rank other than 0 (the processes that report nothing)."""
+    env = distributed.detect()
+    return env is None or env.is_main
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What :func:`analyse` did: the ``report`` to show (None where there is nothing more to show:
+    statistics only, or a rank other than 0), the ``statistics`` when gathered as statistics
+    (a shard, torchrun, ``save_stats``) and where they were ``saved``."""
+
+    report: Report | None
+    statistics: Statistics | None = None
+    saved: Path | None = None
+
+
+def analyse(
+    checkpoint: str | Path,
+    *,
+    data: DataOptions = DataOptions(),
+    analysis: AnalysisOptions = AnalysisOptions(),
+    save_stats: Path | None = None,
+    want_report: bool = True,
+    progress: ProgressFn | None = None,
+) -> Analysis:
+    """The analysis of ``vqdoctor inspect`` / ``check`` in whatever mode this process runs:
+    one pass in one process (the plain :func:`inspect`); the statistics of ``data.shard``, or of
+    every rank reduced under torchrun, saved to ``save_stats`` when given and turned into the
+    report (unless ``want_report`` is off and they were saved). ``progress`` is called on the
+    main process only."""
+    if save_stats is None and data.shard is None and distributed.detect() is None:
+        return Analysis(report=inspect(checkpoint, data=data, analysis=analysis, progress=progress))
+    with run_mode(data) as run:
+        ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+        stats = gather_statistics(ckpt, data=run.data, analysis=analysis, progress=progress if run.is_main else None,
+                                  device=run.device if run.distributed else None)
+        if not run.is_main:
+            return Analysis(report=None, statistics=stats)
+        if save_stats is not None:
+            save_statistics(stats, save_stats)
+            if not want_report:
+                return Analysis(report=None, statistics=stats, saved=save_stats)
+        return Analysis(report=report_from_statistics(stats, checkpoint=ckpt), statistics=stats, saved=save_stats)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,14 +246,12 @@ def gather_statistics(
             raise UsageError(f"Under torchrun (rank {rank} of {world}) the data is split by rank; --shard {data.shard[0]}/{data.shard[1]} "
                             "cannot be combined with it.", "Drop --shard when running under torchrun.")
         data = replace(data, shard=(rank, world))
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-    dev = device if device is not None else pick_device(data.device)
-    stream = open_stream(ckpt, data, device=dev)
+    session = open_session(checkpoint, data=data, analysis=analysis, device=device)
+    stream = session.stream(data)
     if stream is None:
-        raise DataError(f"Statistics need data, and none was given for {ckpt.path}.",
+        raise DataError(f"Statistics need data, and none was given for {session.ckpt.path}.",
                         "Pass --latents PATH, or --inputs PATH with an encoder.")
-    gathered = gather(discovery=found, stream=stream, options=analysis, device=dev, progress=progress)
+    gathered = gather(discovery=session.found, stream=stream, options=analysis, device=session.device, progress=progress)
     if world > 1:
         gathered = distributed.reduce_gathered(gathered)
         shards, count = tuple(range(world)), world
@@ -139,7 +259,7 @@ def gather_statistics(
         shards, count = (data.shard[0],), data.shard[1]
     else:
         shards, count = (0,), 1
-    return Statistics(checkpoint=checkpoint_info(ckpt), codebooks=identities(found), options=analysis,
+    return Statistics(checkpoint=session.info, codebooks=identities(session.found), options=analysis,
                       gathered=gathered, shards=shards, shard_count=count, nesting=data.nesting)
 
 
