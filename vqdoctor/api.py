@@ -11,7 +11,7 @@ import os
 import shutil
 from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,11 +20,13 @@ import torch
 
 from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, override_metric, select
-from vqdoctor.codebooks.model import Discovery, Stack
+from vqdoctor.codebooks.model import Discovery
 from vqdoctor.core.device import pick_device
+from vqdoctor.core.kmeans import LloydProgress
 from vqdoctor.diagnose import build_report, diagnose, gather
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.fixes import FixResult
+from vqdoctor.fixes.values import Fix
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
@@ -36,10 +38,11 @@ from vqdoctor.io.encoders import (
 )
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
 from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_stream, open_stream
-from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
+from vqdoctor.io.transplant import Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.repair import Change, compare, infer_modes_once, summary
+from vqdoctor.repair import compare, infer_modes_once, summary
+from vqdoctor.report.fix_result import FixOutcome
 from vqdoctor.report.schema import CheckpointInfo, Report
 
 ProgressFn = Callable[[int], None]
@@ -327,39 +330,7 @@ def report_on_latents(ckpt: Checkpoint, discovery: Discovery, lat: Latents, *, a
                     options=analysis, device=lat.x.device)
 
 
-FixFn = Callable[[Mapping[str, torch.Tensor], Stack, "Latents | None"], FixResult]
-
-
-@dataclass(frozen=True)
-class FixOutcome:
-    """What a fix did. ``path`` is where the output is (None: not written, because the verified
-    after-state was worse and ``force`` was off); ``before``/``after`` are the reports (None
-    without data), ``after`` measured on the written file; ``copied`` lists every tensor of the
-    output that came from another checkpoint (``--encoder-from``)."""
-
-    path: Path | None
-    notes: list[str]
-    before: Report | None
-    after: Report | None
-    copied: tuple[Copied, ...] = ()
-    changes: tuple[Change, ...] = ()
-    worse: bool = False  # some codebook is worse after the fix (repair.compare)
-    target: Path | None = None  # where the output was (or would have been) written
-    copied_from: str | None = None  # the --encoder-from checkpoint
-
-    def to_dict(self) -> dict[str, object]:
-        """The fix outcome for machines (``vqdoctor fix --json``), schema ``vqdoctor.fix/1``."""
-        return {
-            "schema": "vqdoctor.fix/1",
-            "output": str(self.target) if self.target is not None else None,
-            "written": self.path is not None,
-            "worse": self.worse,
-            "copied": [{"key": c.key, "source_key": c.source_key, "part": c.part, "shape": list(c.shape)}
-                       for c in self.copied],
-            "copied_from": self.copied_from,
-            "codebooks": [c.to_dict() for c in self.changes],
-            "notes": list(self.notes),
-        }
+LloydScope = Callable[[], AbstractContextManager["LloydProgress | None"]]
 
 
 def _matching(found: Discovery, before: Discovery) -> Discovery:
@@ -394,40 +365,37 @@ def _remove(path: Path) -> None:
 def fix_checkpoint(
     checkpoint: str | Path,
     *,
-    fix: FixFn,
-    out: Path | None,
+    fix: Fix,
+    out: Path | None = None,
     in_place: bool = False,
     data: DataOptions = DataOptions(),
     analysis: AnalysisOptions = AnalysisOptions(projection="none"),
-    encoder_from: Path | None = None,
-    encoder_prefixes: tuple[str, ...] = ("encoder",),
-    with_decoder: bool = False,
-    decoder_prefixes: tuple[str, ...] = ("decoder",),
-    need_data: bool = True,
-    across_ranks: bool = False,
     force: bool = False,
+    lloyd_progress: LloydScope | None = None,
 ) -> FixOutcome:
-    """Repair ``checkpoint`` into ``out`` (same format; the input is untouched unless ``in_place``,
-    which keeps a backup) and verify the output as it will run.
+    """Repair ``checkpoint`` with ``fix`` (a :class:`~vqdoctor.fixes.KMeansFix`,
+    :class:`~vqdoctor.fixes.ReviveFix` or :class:`~vqdoctor.fixes.SimVQFix` value) into ``out``
+    (same format; the input is untouched unless ``in_place``, which keeps a backup) and verify
+    the output as it will run. Returns the :class:`~vqdoctor.report.fix_result.FixOutcome`.
 
-    ``encoder_from``: a pretrained checkpoint (e.g. the autoencoder trained without VQ) whose
-    ``encoder_prefixes`` modules (and ``decoder_prefixes`` with ``with_decoder``) are copied into
-    the output, matched by key (vqdoctor/io/transplant.py); the fix sees the vectors of that
-    encoder. The output is written to a temporary file, re-loaded, re-encoded with the encoder in
-    it (or the user's latents) and re-assigned with each quantizer's own rule; that is the
-    after-state. When it is worse than the before-state (vqdoctor/repair.py), the temporary file
-    is removed and ``path`` is None, unless ``force``.
+    ``fix.encoder_from``: a pretrained checkpoint (e.g. the autoencoder trained without VQ) whose
+    encoder modules (and decoder ones with ``with_decoder``) are copied into the output, matched
+    by key (vqdoctor/io/transplant.py); the fix sees the vectors of that encoder. The output is
+    written to a temporary file, re-loaded, re-encoded with the encoder in it (or the user's
+    latents) and re-assigned with each quantizer's own rule; that is the after-state. When it is
+    worse than the before-state (vqdoctor/repair.py), the temporary file is removed and ``path``
+    is None, unless ``force``. ``lloyd_progress``: a context manager factory entered around each
+    stack's fix, yielding the per-iteration k-means callback (or None).
 
-    Under torchrun (``across_ranks``: the fix reduces its statistics over the ranks, as
-    ``fix kmeans`` does), every rank encodes its slice of the data, the fix runs on every rank
-    together, and rank 0 writes the file and measures before/after on its own slice; other ranks
-    return ``before=after=None``."""
+    Under torchrun (fixes with ``across_ranks``: ``KMeansFix`` reduces its statistics over the
+    ranks), every rank encodes its slice of the data, the fix runs on every rank together, and
+    rank 0 writes the file and measures before/after on its own slice; other ranks return
+    ``before=after=None``."""
+    encoder_from = fix.encoder_from
     if out is None and not in_place:
         raise UsageError("Say where to write the repaired checkpoint: --out NEW (or --in-place, which keeps a backup).")
     if encoder_from is not None and data.latents is not None:
         raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
-    if with_decoder and encoder_from is None:
-        raise UsageError("--with-decoder copies the decoder of --encoder-from PRETRAINED; pass that too.")
     target = Path(checkpoint) if out is None else out
     # the output is never one of the inputs (checkpoint, data, labels, encoders), nor inside one
     refuse_overlap(target, [p for p in (Path(checkpoint), data.latents, data.inputs, data.labels, data.encoder,
@@ -435,86 +403,91 @@ def fix_checkpoint(
     if in_place and out is not None and not (out.exists() and os.path.samefile(out, checkpoint)):
         raise UsageError(f"--in-place writes over the input {checkpoint}, but the output given is {out}.",
                          "Drop --in-place to write a new file, or give the input path as the output.")
-    with distributed.session(pick_device(data.device)) as job:
-        if job is not None and not across_ranks:
+    with run_mode(data) as run:
+        if run.distributed and not fix.across_ranks:
             raise UsageError("This fix does not run under torchrun (only `fix kmeans` reduces over ranks).",
                              "Run it as one process.")
-        if job is not None:
-            data = replace(data, shard=job[0].shard)
-        device = pick_device(data.device) if job is None else job[1]
-        ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-        found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-        if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
-            # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
-            data = replace(data, inputs=data_from_metadata(ckpt))
-        source = None
-        transplant: Transplant | None = None
-        if encoder_from is not None:
-            source = load(encoder_from, allow_globals=data.allow_globals)
-            parts = encoder_prefixes + (decoder_prefixes if with_decoder else ())
-            transplant = plan_transplant(ckpt, source, parts=parts)
-        runnable = with_arch(ckpt, source)  # the model as it is (an encoder description lent by the source)
-        lat_before = collect_latents(runnable, data, device=device)
-        modes = None
-        if lat_before is not None and lat_before.modes is None and distributed.is_main():
-            modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
-        lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
-        staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
-        lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
-        if lat is None and need_data:
-            raise DataError(
-                "This fix needs data: the vectors that reach the quantizer.",
-                "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
-            )
-        result = FixResult()
-        for stack in found.stacks:  # later stacks see the earlier stacks' updates
-            result.merge(fix(ChainMap(result.updates, staged_ckpt.state), stack, lat))
-        if not result.updates and not result.remove and transplant is None:
-            raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
-        if not distributed.is_main():
-            return FixOutcome(path=target, notes=list(result.notes), before=None, after=None, target=target)
-        notes = (transplant.notes() if transplant is not None else []) + list(result.notes)
-        if job is not None and lat is not None:
-            notes.append(f"k-means ran over all {job[0].world_size} ranks; before/after are measured on "
-                         f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
-        if modes is not None:
-            notes.append(f"Data modes {modes[2]} ({len(modes[1])} modes), used for both tables.")
-        updates = {**(transplant.tensors if transplant is not None else {}), **result.updates}
-        measure = replace(analysis, codebook=None)
-        before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
-        tmp = _temp_output(target)
-        with removed_on_signal(tmp):
-            try:
-                write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
-                new_ckpt = with_arch(load(tmp, allow_globals=data.allow_globals, nesting=data.nesting), source)
-                after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
-                after = None
-                if lat_before is not None:
-                    # the vectors as the written model makes them: re-encoded by the encoder in the file
-                    # (its metadata encoder or the --model factory with its weights), or the user's latents
-                    lat_after = lat_before if data.latents is not None else collect_latents(new_ckpt, data, device=device)
-                    lat_after = _with_modes(lat_after, modes) if lat_after is not None else lat_before
-                    after = report_on_latents(new_ckpt, after_found, lat_after, analysis=measure)
-                    after = replace(after, checkpoint=replace(after.checkpoint, path=str(target)))
-                changes = compare(before, after) if before is not None and after is not None else []
-                worse = any(c.worse for c in changes)
-                notes += summary(changes)
-                if worse and not force:
-                    notes.append("The verified after-state is worse than the before-state, so nothing was written "
-                                 "(pass --force to write it anyway).")
-                    return FixOutcome(path=None, notes=notes, before=before, after=after,
-                                      copied=transplant.copied if transplant else (),
-                                      copied_from=transplant.source if transplant else None,
-                                      changes=tuple(changes), worse=True, target=target)
-                if worse:
-                    notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
-                written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
-            finally:
-                _remove(tmp)
-        return FixOutcome(path=written, notes=notes, before=before, after=after,
-                          copied=transplant.copied if transplant else (),
-                          copied_from=transplant.source if transplant else None,
-                          changes=tuple(changes), worse=worse, target=target)
+        return _fix_in(checkpoint, fix=fix, target=target, in_place=in_place, run=run, analysis=analysis,
+                       force=force, lloyd_progress=lloyd_progress)
+
+
+def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, run: Run, analysis: AnalysisOptions,
+            force: bool, lloyd_progress: LloydScope | None) -> FixOutcome:
+    """:func:`fix_checkpoint` in its run mode (``run``: this process alone or a torchrun rank)."""
+    data, device = run.data, run.device
+    encoder_from = fix.encoder_from
+    ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
+    if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
+        # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
+        data = replace(data, inputs=data_from_metadata(ckpt))
+    source = None
+    transplant: Transplant | None = None
+    if encoder_from is not None:
+        source = load(encoder_from, allow_globals=data.allow_globals)
+        transplant = plan_transplant(ckpt, source, parts=fix.transplant_parts())
+    runnable = with_arch(ckpt, source)  # the model as it is (an encoder description lent by the source)
+    lat_before = collect_latents(runnable, data, device=device)
+    modes = None
+    if lat_before is not None and lat_before.modes is None and run.is_main:
+        modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
+    lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
+    staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
+    lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
+    if lat is None and fix.needs_data:
+        raise DataError(
+            "This fix needs data: the vectors that reach the quantizer.",
+            "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
+        )
+    result = FixResult()
+    for stack in found.stacks:  # later stacks see the earlier stacks' updates
+        with (lloyd_progress() if lloyd_progress is not None else nullcontext(None)) as progress:
+            result.merge(fix.apply(ChainMap(result.updates, staged_ckpt.state), stack, None if lat is None else lat.x,
+                                   progress=progress))
+    if not result.updates and not result.remove and transplant is None:
+        raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
+    if not run.is_main:
+        return FixOutcome(path=target, notes=list(result.notes), before=None, after=None, target=target)
+    notes = (transplant.notes() if transplant is not None else []) + list(result.notes)
+    if run.distributed and lat is not None:
+        notes.append(f"k-means ran over all {run.world} ranks; before/after are measured on "
+                     f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
+    if modes is not None:
+        notes.append(f"Data modes {modes[2]} ({len(modes[1])} modes), used for both tables.")
+    updates = {**(transplant.tensors if transplant is not None else {}), **result.updates}
+    measure = replace(analysis, codebook=None)
+    before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
+    copied = transplant.copied if transplant else ()
+    copied_from = transplant.source if transplant else None
+    tmp = _temp_output(target)
+    with removed_on_signal(tmp):
+        try:
+            write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
+            new_ckpt = with_arch(load(tmp, allow_globals=data.allow_globals, nesting=data.nesting), source)
+            after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
+            after = None
+            if lat_before is not None:
+                # the vectors as the written model makes them: re-encoded by the encoder in the file
+                # (its metadata encoder or the --model factory with its weights), or the user's latents
+                lat_after = lat_before if data.latents is not None else collect_latents(new_ckpt, data, device=device)
+                lat_after = _with_modes(lat_after, modes) if lat_after is not None else lat_before
+                after = report_on_latents(new_ckpt, after_found, lat_after, analysis=measure)
+                after = replace(after, checkpoint=replace(after.checkpoint, path=str(target)))
+            changes = compare(before, after) if before is not None and after is not None else []
+            worse = any(c.worse for c in changes)
+            notes += summary(changes)
+            if worse and not force:
+                notes.append("The verified after-state is worse than the before-state, so nothing was written "
+                             "(pass --force to write it anyway).")
+                return FixOutcome(path=None, notes=notes, before=before, after=after, copied=copied,
+                                  copied_from=copied_from, changes=tuple(changes), worse=True, target=target)
+            if worse:
+                notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
+            written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
+        finally:
+            _remove(tmp)
+    return FixOutcome(path=written, notes=notes, before=before, after=after, copied=copied, copied_from=copied_from,
+                      changes=tuple(changes), worse=worse, target=target)
 
 
 def _commit(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],

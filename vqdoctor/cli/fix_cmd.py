@@ -1,25 +1,24 @@
 """`vqdoctor fix kmeans|revive|simvq`: repair a checkpoint, write a new file, show before/after.
 
-The commands parse options, call :func:`vqdoctor.api.fix_checkpoint` with the fix to run, and
-render the before/after table from the two reports (the after-report is measured on the written
-file: vqdoctor/repair.py). Exit codes: 0 written; 1 the verified after-state is worse than the
+The commands parse options into a fix value (:mod:`vqdoctor.fixes.values`), call
+:func:`vqdoctor.api.fix_checkpoint` with it, and render the outcome
+(:func:`vqdoctor.report.fix_result.render_fix`: the before/after table from the two reports; the
+after-report is measured on the written file: vqdoctor/repair.py). Exit codes: 0 written; 1 the verified after-state is worse than the
 before-state and nothing was written (``--force`` writes it and exits 0); 2 usage or input error."""
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from vqdoctor import api, distributed
+from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import (
     AllowGlobalOpt,
@@ -48,12 +47,10 @@ from vqdoctor.cli.common import (
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
-from vqdoctor.codebooks.model import Stack
-from vqdoctor.core.kmeans import LloydProgress, kmeans
-from vqdoctor.errors import UsageError
-from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
+from vqdoctor.core.kmeans import LloydProgress
+from vqdoctor.fixes import Fix, KMeansFix, ReviveFix, SimVQFix
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.report.schema import CodebookReport, Report
+from vqdoctor.report.fix_result import render_fix
 
 fix_app = typer.Typer(
     help="Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file.",
@@ -66,58 +63,6 @@ InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Overwrite the inpu
 IterOpt = Annotated[int, typer.Option("--iters", help="Lloyd iterations of k-means.", rich_help_panel="Fix")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write the output even when the verified after-state is worse than the before-state (fewer used codes or higher quantization error).", rich_help_panel="Output")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the fix outcome as JSON (schema vqdoctor.fix/1) instead of the table.", rich_help_panel="Output")]
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering
-
-
-def _fmt(v: float | int | None, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
-
-
-def _rows(report: Report | None) -> dict[str, CodebookReport]:
-    return {} if report is None else {cb.name: cb for cb in report.codebooks}
-
-
-def _tv(cb: CodebookReport) -> float | None:
-    return None if cb.tokens_collapse is None else cb.tokens_collapse.allocation_tv
-
-
-def _render(outcome: api.FixOutcome, console: Console) -> None:
-    err = Console(stderr=True)
-    for note in outcome.notes:
-        err.print(f"• {note}", markup=False, highlight=False)
-    before, after = _rows(outcome.before), _rows(outcome.after)
-    if before:
-        table = Table(title="Before → after (same data, same analysis as `inspect`; after = the written file as it runs)")
-        for col in ("codebook", "utilization", "perplexity", "dead codes", "quant. MSE", "allocation TV"):
-            table.add_column(col, justify="left" if col == "codebook" else "right")
-        a_rows = list(after.values())
-        for i, (name, b) in enumerate(before.items()):
-            a = after.get(name) or (a_rows[i] if i < len(a_rows) else None)
-
-            def pair(get: Callable[[CodebookReport], object], spec: str) -> str:
-                return f"{_fmt(get(b), spec)} → {_fmt(get(a), spec) if a else '—'}"  # type: ignore[arg-type]  # noqa: B023 (called in this iteration)
-
-            def usage(attr: str) -> Callable[[CodebookReport], object]:
-                return lambda r: None if r.usage is None else getattr(r.usage, attr)
-
-            table.add_row(name, pair(usage("utilization"), ".3f"), pair(usage("perplexity"), ".1f"),
-                          pair(usage("dead_codes"), "d"), pair(usage("quantization_mse"), ".4g"), pair(_tv, ".3f"))
-        console.print(table)
-    if outcome.copied:
-        console.print(f"Tensors copied from {outcome.copied_from} ({len(outcome.copied)}):", markup=False, highlight=False)
-        for c in outcome.copied:
-            src = "" if c.source_key == c.key else f" (from {c.source_key})"
-            console.print(f"  {c.part}: {c.key} {tuple(c.shape)}{src}", markup=False, highlight=False)
-    if outcome.worse:
-        console.print("WORSE after the fix: " + "; ".join(f"{c.name}: {', '.join(c.worse)}" for c in outcome.changes if c.worse),
-                      markup=False, highlight=False)
-    if outcome.path is None:
-        console.print(f"Not written: {outcome.target} (pass --force to write a worse result)", markup=False, highlight=False)
-    else:
-        console.print(f"Wrote {outcome.path}", markup=False, highlight=False)
 
 
 @contextmanager
@@ -141,35 +86,27 @@ def _lloyd_progress(err: Console) -> Iterator[LloydProgress | None]:
     yield report
 
 
-def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
-         encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False,
-         metric: str = "auto", modes: str = "auto",
-         force: bool = False, as_json: bool = False, encoder_prefixes: tuple[str, ...] = ("encoder",),
-         with_decoder: bool = False, decoder_prefixes: tuple[str, ...] = ("decoder",)) -> None:
+def _run(checkpoint: Path, fix: Fix, *, out: Path | None, in_place: bool, data: DataOptions,
+         analysis: AnalysisOptions, force: bool, as_json: bool) -> None:
+    """One fix through the API, then its outcome as a table (or JSON) on rank 0; exit 1 when not written."""
     if not in_place:
         check_outputs(("--out", out))
-    analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False,
-                               metric=check_metric(metric), modes=check_modes(modes))
+    err = Console(stderr=True)
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
-                                 encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks,
-                                 force=force, encoder_prefixes=encoder_prefixes, with_decoder=with_decoder,
-                                 decoder_prefixes=decoder_prefixes)
-    job = distributed.detect()
-    if job is not None and not job.is_main:  # under torchrun only rank 0 wrote the file and reports it
+                                 force=force, lloyd_progress=lambda: _lloyd_progress(err))
+    if not api.is_main_process():  # under torchrun only rank 0 wrote the file and reports it
         return
     if as_json:
         print(json.dumps(outcome.to_dict(), indent=2))
     else:
-        _render(outcome, Console())
+        render_fix(outcome, Console(), err)
     if outcome.path is None:
         raise typer.Exit(code=1)
 
 
-def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
-          device, max_vectors) -> DataOptions:
-    return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model,
-                        encoder=encoder, encode_method=encode_method, allow_global=allow_global, nesting=nesting,
-                        batch_size=batch_size, device=device, max_vectors=max_vectors)
+def _analysis(codebook: str | None, memory_budget_mb: int, metric: str, modes: str) -> AnalysisOptions:
+    return AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=memory_budget_mb, keep_counts=False,
+                           metric=check_metric(metric), modes=check_modes(modes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,25 +148,16 @@ def kmeans_command(
 ) -> None:
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs; with
     --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
-    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
+    data = data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
+                        clip_seconds=clip_seconds, model=model, encoder=encoder, encode_method=encode_method,
+                        allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
+                        max_vectors=max_vectors)
     check_ranges(("--seed", seed), ("--iters", iters), ("--memory-budget-mb", memory_budget_mb))
-
-    err = Console(stderr=True)
-
-    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        assert lat is not None  # need_data=True: fix_checkpoint refuses to run without data
-        with _lloyd_progress(err) as progress:
-            cluster = (distributed.kmeans_across_ranks if distributed.detect() is not None or progress is None
-                       else functools.partial(kmeans, progress=progress))
-            return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20,
-                                 cluster=cluster)
-
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=encoder_from,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, across_ranks=True, metric=metric, modes=modes,
-         force=force, as_json=as_json,
-         encoder_prefixes=tuple(encoder_prefix or ("encoder",)), with_decoder=with_decoder,
-         decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
+    fix = KMeansFix(iters=iters, seed=seed, memory_budget_mb=memory_budget_mb, encoder_from=encoder_from,
+                    encoder_prefixes=tuple(encoder_prefix or ("encoder",)), with_decoder=with_decoder,
+                    decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
+    _run(checkpoint, fix, out=out, in_place=in_place, data=data, force=force, as_json=as_json,
+         analysis=_analysis(codebook, memory_budget_mb, metric, modes))
 
 
 @fix_app.command("revive")
@@ -263,20 +191,14 @@ def revive_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
-    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
+    data = data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
+                        clip_seconds=clip_seconds, model=model, encoder=encoder, encode_method=encode_method,
+                        allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
+                        max_vectors=max_vectors)
     check_ranges(("--seed", seed), ("--iters", iters), ("--min-count", min_count), ("--memory-budget-mb", memory_budget_mb))
-
-    err = Console(stderr=True)
-
-    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        assert lat is not None  # need_data=True: fix_checkpoint refuses to run without data
-        with _lloyd_progress(err) as progress:
-            return revive_stack(state, stack, lat.x, min_count=min_count, iters=iters, seed=seed,
-                                budget_bytes=memory_budget_mb << 20, progress=progress)
-
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=True, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes, force=force, as_json=as_json)
+    fix = ReviveFix(min_count=min_count, iters=iters, seed=seed, memory_budget_mb=memory_budget_mb)
+    _run(checkpoint, fix, out=out, in_place=in_place, data=data, force=force, as_json=as_json,
+         analysis=_analysis(codebook, memory_budget_mb, metric, modes))
 
 
 @fix_app.command("simvq")
@@ -310,19 +232,11 @@ def simvq_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Rewrite codebooks as SimVQ (codes = C·Wᵀ, C frozen). Data is optional (for before/after)."""
-    if mode not in ("exact", "paper"):
-        raise UsageError(f"--mode {mode!r} is not one of exact, paper.")
-    if layout not in ("vqp", "official"):
-        raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
-    data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
+    fix = SimVQFix(mode=mode, layout=layout, seed=seed)  # type: ignore[arg-type]  # checked by SimVQFix
+    data = data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
+                        clip_seconds=clip_seconds, model=model, encoder=encoder, encode_method=encode_method,
+                        allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
+                        max_vectors=max_vectors)
     check_ranges(("--seed", seed), ("--memory-budget-mb", memory_budget_mb))
-
-    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        total = FixResult()
-        for cb in stack.codebooks:
-            total.merge(to_simvq(state, cb, mode=mode, layout=layout, seed=seed))  # type: ignore[arg-type]
-        return total
-
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, codebook=codebook, encoder_from=None,
-         need_data=False, budget_mb=memory_budget_mb, fix=fix, metric=metric, modes=modes, force=force, as_json=as_json)
+    _run(checkpoint, fix, out=out, in_place=in_place, data=data, force=force, as_json=as_json,
+         analysis=_analysis(codebook, memory_budget_mb, metric, modes))
