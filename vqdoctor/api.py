@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,30 +20,29 @@ import torch
 
 from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, override_metric, select
-from vqdoctor.codebooks.model import Discovery, Stack
+from vqdoctor.codebooks.model import Discovery
 from vqdoctor.core.device import pick_device
-from vqdoctor.core.sketch import SKETCH_DIM, random_projection
-from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
-from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
+from vqdoctor.core.kmeans import LloydProgress
+from vqdoctor.diagnose import build_report, diagnose, gather
+from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.fixes import FixResult
+from vqdoctor.fixes.values import Fix
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
-from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latents
+from vqdoctor.io.data import InputSource, LatentSource
 from vqdoctor.io.encoders import (
     Encoder,
     data_from_metadata,
-    encoder_from_factory,
-    encoder_from_file,
-    encoder_from_metadata,
     ignored_data_note,
 )
-from vqdoctor.io.prefetch import prefetch
 from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
-from vqdoctor.io.transplant import Copied, Transplant, plan_transplant, staged, with_arch
+from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_stream, open_stream
+from vqdoctor.io.transplant import Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
-from vqdoctor.repair import Change, compare, infer_modes_once, summary
+from vqdoctor.repair import compare, infer_modes_once, summary
+from vqdoctor.report.fix_result import FixOutcome
 from vqdoctor.report.schema import CheckpointInfo, Report
 
 ProgressFn = Callable[[int], None]
@@ -82,156 +81,41 @@ def _check_codebooks_finite(ckpt: Checkpoint, found: Discovery) -> None:
             )
 
 
-def _flatten_vectors(z: torch.Tensor, channel_axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder output (b, ..., d, ...) -> vectors (b*P, d) and the local sample of each (b*P,)."""
-    b = z.shape[0]
-    if z.ndim == 2:
-        return z, torch.arange(b, device=z.device)
-    z = z.movedim(channel_axis, -1)
-    positions = math.prod(z.shape[1:-1])
-    return z.reshape(-1, z.shape[-1]), torch.arange(b, device=z.device).repeat_interleave(positions)
-
-
-def _check_finite(x: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(x).all():
-        row = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
-        raise DataError(f"{what} contains NaN or Inf (first at row {row}).", "Check the encoder and the inputs; vqdoctor analyses finite vectors only.")
-
-
-def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> Encoder | None:
-    if data.model is not None:
-        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device)
-    if data.encoder is not None:
-        return encoder_from_file(data.encoder, device=device)
-    return encoder_from_metadata(ckpt, device=device)
-
-
-def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
-                latents: LatentSource | None = None, inputs: InputSource | None = None,
-                encoder: Encoder | None = None) -> VectorStream | None:
-    """Turn the data options into a stream of latents (None: nothing to read, data-free).
-    ``latents`` / ``inputs`` / ``encoder``: sources already opened (objects in memory,
-    ``vqdoctor.memory``), used instead of the files and encoder the options name."""
-    shard = data.shard
-    if latents is not None or data.latents is not None:
-        src = latents if latents is not None else open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels)
-        raw = _aligned_inputs(data, src.n_samples) if data.inputs is not None else None
-        features = None if raw is None else _input_features(raw)
-
-        def latent_batches() -> Iterator[Batch]:
-            for x, sample in prefetch(src.batches(data.batch_size, shard=shard, max_vectors=data.max_vectors)):
-                if features is None:
-                    yield x, sample, None
-                else:  # the batch's items' inputs, one row per distinct item in increasing order
-                    yield x, sample, features(raw.take(torch.unique(sample).numpy()))
-
-        labels, names = src.labels, src.label_names
-        if labels is None and raw is not None:
-            labels, names = raw.labels, raw.label_names
-        paired = "" if raw is None else f", with inputs {data.inputs} ({raw.n} items, row for row)"
-        return VectorStream(
-            description=f"latents: {src.path} ({src.n_vectors} vectors of dim {src.dim}){paired}",
-            n_samples=src.n_samples, batches=latent_batches, take=src.take, labels=labels,
-            label_names=names,
-            take_inputs=None if raw is None else (lambda samples: features(raw.take(samples))),
-        )
-
-    inputs_path = data.inputs if inputs is None else inputs.path
-    notes: list[str] = []
-    if inputs_path is None:
-        inputs_path = data_from_metadata(ckpt)
-        if inputs_path is None:
-            return None
-        notes.append(f"Data: the checkpoint's own training data {inputs_path} (named in its metadata).")
-    encoder = encoder if encoder is not None else _encoder_for(ckpt, data, device)
-    if encoder is None:
-        raise DataError(
-            f"--inputs {inputs_path} needs an encoder, and {ckpt.path} does not describe its own.",
-            "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
-        )
-    notes.extend(encoder.notes)
-    inp = inputs if inputs is not None else open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds)
-    channel_axis = data.channel_axis if data.channel_axis is not None else encoder.channel_axis
-    per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
-
-    def encode(xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            with torch.inference_mode():
-                z = encoder.fn(xb.to(device))
-        except Exception as err:  # the user's model code: report it as theirs, with the batch shape
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise EncoderError(
-                f"The encoder ({encoder.description}) failed on a batch of shape {tuple(xb.shape)} "
-                f"from {inputs_path}: {first}",
-                "Check that it takes this input shape (an exported program needs a dynamic batch "
-                "dimension: torch.export.Dim), or pass --batch-size; VQDOCTOR_DEBUG=1 shows the traceback.",
-            ) from err
-        if not isinstance(z, torch.Tensor):
-            raise EncoderError(f"The encoder ({encoder.description}) returned {type(z).__name__}, not a tensor.",
-                               "Pass --encode-method to pick the method or submodule that returns the latents.")
-        z = z.float()
-        _check_finite(z, f"The encoder's output on {inputs_path}")
-        vecs, local = _flatten_vectors(z, channel_axis)
-        return vecs, idx.to(vecs.device)[local]
-
-    features = math.prod(inp.sample_shape)
-    sketch = random_projection(features) if features > SKETCH_DIM else None
-    if sketch is not None:
-        notes.append(f"Inputs have {features:,} features: modes and k-NN purity in input space use a seeded "
-                     f"{SKETCH_DIM}-d random projection of them (distances kept, Johnson-Lindenstrauss).")
-
-    def input_features(xb: torch.Tensor) -> torch.Tensor:
-        flat = xb.reshape(xb.shape[0], -1).float()
-        return flat if sketch is None else flat @ sketch
-
-    def input_batches() -> Iterator[Batch]:
-        # decode the next batch (images, audio) while this one is encoded and assigned
-        for xb, idx in prefetch(inp.batches(per_batch, shard=shard, max_items=data.max_vectors)):
-            vecs, sample = encode(xb, idx)
-            yield vecs, sample, input_features(xb)
-
-    def take(samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        parts, owners = [], []
-        for start in range(0, len(samples), per_batch):
-            chunk = samples[start : start + per_batch]
-            vecs, sample = encode(inp.take(chunk), torch.as_tensor(chunk))
-            parts.append(vecs)
-            owners.append(sample)
-        return torch.cat(parts), torch.cat(owners)
-
-    return VectorStream(
-        description=f"inputs: {inputs_path} ({inp.n} items) through {encoder.description}",
-        n_samples=inp.n, batches=input_batches, take=take,
-        take_inputs=lambda samples: input_features(inp.take(samples)),
-        labels=inp.labels, label_names=inp.label_names, notes=notes,
-    )
-
-
-def _aligned_inputs(data: DataOptions, n_samples: int):  # -> InputSource
-    """Raw inputs given with --latents: row i of the inputs is the item of latent sample i."""
-    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds)
-    if inp.n != n_samples:
-        raise DataError(
-            f"--inputs {data.inputs} has {inp.n} items but --latents {data.latents} has {n_samples} samples; "
-            "they must be aligned row for row.",
-            "Pass the inputs the latents were encoded from, in the same order (one latent sample per input item).")
-    return inp
-
-
-def _input_features(inp) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Raw items -> (s, F) features for the input-side comparison (a seeded sketch above SKETCH_DIM)."""
-    features = math.prod(inp.sample_shape)
-    sketch = random_projection(features) if features > SKETCH_DIM else None
-
-    def f(xb: torch.Tensor) -> torch.Tensor:
-        flat = xb.reshape(xb.shape[0], -1).float()
-        return flat if sketch is None else flat @ sketch
-
-    return f
-
-
 def checkpoint_info(ckpt: Checkpoint) -> CheckpointInfo:
     return CheckpointInfo(path=str(ckpt.path), format=ckpt.format, nesting=ckpt.describe_nesting(), fingerprint=ckpt.fingerprint)
+
+
+# --------------------------------------------------------------------------------------------
+# One session per checkpoint (inspect, check, fix, trend): the checkpoint loaded, its codebooks
+# found, the device picked; the data opened as a stream over it.
+
+
+@dataclass(frozen=True)
+class Session:
+    """A checkpoint opened for one analysis: its codebooks and the device to compute on."""
+
+    ckpt: Checkpoint
+    found: Discovery
+    device: torch.device
+
+    @property
+    def info(self) -> CheckpointInfo:
+        return checkpoint_info(self.ckpt)
+
+    def stream(self, data: DataOptions, *, latents: LatentSource | None = None, inputs: InputSource | None = None,
+               encoder: Encoder | None = None) -> VectorStream | None:
+        """The vectors of ``data`` (None: no data, data-free); sources already opened go first."""
+        return open_stream(self.ckpt, data, device=self.device, latents=latents, inputs=inputs, encoder=encoder)
+
+
+def open_session(checkpoint: str | Path | Checkpoint, *, data: DataOptions = DataOptions(),
+                 analysis: AnalysisOptions = AnalysisOptions(), device: torch.device | None = None) -> Session:
+    """Load ``checkpoint`` (unless already loaded) with the data options' ``allow_globals`` and
+    ``nesting``, find the codebooks ``analysis`` selects, pick the device (``device`` or
+    ``data.device``)."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
+    return Session(ckpt=ckpt, found=found, device=device if device is not None else pick_device(data.device))
 
 
 def inspect(
@@ -242,14 +126,100 @@ def inspect(
     progress: ProgressFn | None = None,
 ) -> Report:
     """Diagnose every codebook of a checkpoint over the given data."""
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-    device = pick_device(data.device)
-    stream = open_stream(ckpt, data, device=device)
-    report = diagnose(checkpoint=checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
-                      device=device, progress=progress)
-    ignored = ignored_data_note(ckpt) if stream is None else None
+    session = open_session(checkpoint, data=data, analysis=analysis)
+    stream = session.stream(data)
+    report = diagnose(checkpoint=session.info, discovery=session.found, stream=stream, options=analysis,
+                      device=session.device, progress=progress)
+    ignored = ignored_data_note(session.ckpt) if stream is None else None
     return report if ignored is None else replace(report, notes=[*report.notes, ignored])
+
+
+# --------------------------------------------------------------------------------------------
+# Run modes: one process, one shard of the data (--shard i/n, statistics saved for a later
+# merge), or one rank of a torchrun job (statistics reduced over the ranks; rank 0 reports).
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where this process runs: alone (``world == 1``) or as rank ``rank`` of a torchrun job.
+    ``data`` holds this process's slice (under torchrun: ``shard = (rank, world)``)."""
+
+    data: DataOptions
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes outputs and reports (rank 0, or the only one)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+@contextmanager
+def run_mode(data: DataOptions) -> Iterator[Run]:
+    """The run mode of this process: under torchrun (WORLD_SIZE > 1) join the process group for
+    the duration and read the rank's slice (``--shard`` is refused there); else run alone."""
+    device = pick_device(data.device)
+    with distributed.session(device) as job:
+        if job is None:
+            yield Run(data=data, device=device)
+            return
+        env, dev = job
+        if data.shard is not None:
+            raise UsageError(f"--shard {data.shard[0]}/{data.shard[1]} cannot be used under torchrun: "
+                             f"each of the {env.world_size} ranks already takes its own slice.",
+                             "Drop --shard, or run without torchrun.")
+        yield Run(data=replace(data, shard=env.shard), device=dev, rank=env.rank, world=env.world_size)
+
+
+def is_main_process() -> bool:
+    """False only on a torchrun rank other than 0 (the processes that report nothing)."""
+    env = distributed.detect()
+    return env is None or env.is_main
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What :func:`analyse` did: the ``report`` to show (None where there is nothing more to show:
+    statistics only, or a rank other than 0), the ``statistics`` when gathered as statistics
+    (a shard, torchrun, ``save_stats``) and where they were ``saved``."""
+
+    report: Report | None
+    statistics: Statistics | None = None
+    saved: Path | None = None
+
+
+def analyse(
+    checkpoint: str | Path,
+    *,
+    data: DataOptions = DataOptions(),
+    analysis: AnalysisOptions = AnalysisOptions(),
+    save_stats: Path | None = None,
+    want_report: bool = True,
+    progress: ProgressFn | None = None,
+) -> Analysis:
+    """The analysis of ``vqdoctor inspect`` / ``check`` in whatever mode this process runs:
+    one pass in one process (the plain :func:`inspect`); the statistics of ``data.shard``, or of
+    every rank reduced under torchrun, saved to ``save_stats`` when given and turned into the
+    report (unless ``want_report`` is off and they were saved). ``progress`` is called on the
+    main process only."""
+    if save_stats is None and data.shard is None and distributed.detect() is None:
+        return Analysis(report=inspect(checkpoint, data=data, analysis=analysis, progress=progress))
+    with run_mode(data) as run:
+        ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+        stats = gather_statistics(ckpt, data=run.data, analysis=analysis, progress=progress if run.is_main else None,
+                                  device=run.device if run.distributed else None)
+        if not run.is_main:
+            return Analysis(report=None, statistics=stats)
+        if save_stats is not None:
+            save_statistics(stats, save_stats)
+            if not want_report:
+                return Analysis(report=None, statistics=stats, saved=save_stats)
+        return Analysis(report=report_from_statistics(stats, checkpoint=ckpt), statistics=stats, saved=save_stats)
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,14 +249,12 @@ def gather_statistics(
             raise UsageError(f"Under torchrun (rank {rank} of {world}) the data is split by rank; --shard {data.shard[0]}/{data.shard[1]} "
                             "cannot be combined with it.", "Drop --shard when running under torchrun.")
         data = replace(data, shard=(rank, world))
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-    dev = device if device is not None else pick_device(data.device)
-    stream = open_stream(ckpt, data, device=dev)
+    session = open_session(checkpoint, data=data, analysis=analysis, device=device)
+    stream = session.stream(data)
     if stream is None:
-        raise DataError(f"Statistics need data, and none was given for {ckpt.path}.",
+        raise DataError(f"Statistics need data, and none was given for {session.ckpt.path}.",
                         "Pass --latents PATH, or --inputs PATH with an encoder.")
-    gathered = gather(discovery=found, stream=stream, options=analysis, device=dev, progress=progress)
+    gathered = gather(discovery=session.found, stream=stream, options=analysis, device=session.device, progress=progress)
     if world > 1:
         gathered = distributed.reduce_gathered(gathered)
         shards, count = tuple(range(world)), world
@@ -294,7 +262,7 @@ def gather_statistics(
         shards, count = (data.shard[0],), data.shard[1]
     else:
         shards, count = (0,), 1
-    return Statistics(checkpoint=checkpoint_info(ckpt), codebooks=identities(found), options=analysis,
+    return Statistics(checkpoint=session.info, codebooks=identities(session.found), options=analysis,
                       gathered=gathered, shards=shards, shard_count=count, nesting=data.nesting)
 
 
@@ -355,88 +323,14 @@ def report_from_statistics(
 # temporary file, verify that file as it will run (vqdoctor/repair.py), then move it into place.
 
 
-@dataclass(frozen=True)
-class Latents:
-    """Every vector of the data at once (k-means needs them together; cap with --max-vectors)."""
-
-    x: torch.Tensor  # (N, D) float32 on the analysis device
-    modes: np.ndarray | None  # (N,) int mode id per vector (labels), or None
-    mode_names: list[str] | None
-    description: str
-    mode_source: str | None = None  # None: the user's labels
-
-
-def collect_latents(ckpt: Checkpoint, data: DataOptions, *, device: torch.device) -> Latents | None:
-    """The vectors of ``data`` as one tensor (None when no data was given)."""
-    stream = open_stream(ckpt, data, device=device)
-    if stream is None:
-        return None
-    xs, modes = [], []
-    for x, sample, _ in stream.batches():
-        xs.append(x.to(device=device, dtype=torch.float32))
-        if stream.labels is not None:
-            modes.append(np.asarray(stream.labels)[sample.cpu().numpy()])
-    if not xs:
-        raise DataError(f"No vectors in {stream.description}.", "Pass non-empty data.")
-    return Latents(torch.cat(xs), np.concatenate(modes) if modes else None, stream.label_names, stream.description)
-
-
-def _memory_stream(lat: Latents, batch_size: int) -> VectorStream:
-    """A stream over vectors held in memory, each vector its own sample."""
-    n = lat.x.shape[0]
-
-    def batches() -> Iterator[Batch]:
-        for start in range(0, n, batch_size):
-            yield lat.x[start : start + batch_size], torch.arange(start, min(n, start + batch_size)), None
-
-    def take(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.as_tensor(idx, dtype=torch.int64)
-        return lat.x[rows.to(lat.x.device)], rows
-
-    return VectorStream(description=lat.description, n_samples=n, batches=batches, take=take,
-                        labels=lat.modes, label_names=lat.mode_names, mode_source=lat.mode_source)
-
-
 def report_on_latents(ckpt: Checkpoint, discovery: Discovery, lat: Latents, *, analysis: AnalysisOptions,
                       batch_size: int = 65536) -> Report:
     """The `inspect` report of ``discovery`` over vectors already in memory."""
-    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=discovery, stream=_memory_stream(lat, batch_size),
+    return diagnose(checkpoint=checkpoint_info(ckpt), discovery=discovery, stream=memory_stream(lat, batch_size),
                     options=analysis, device=lat.x.device)
 
 
-FixFn = Callable[[Mapping[str, torch.Tensor], Stack, "Latents | None"], FixResult]
-
-
-@dataclass(frozen=True)
-class FixOutcome:
-    """What a fix did. ``path`` is where the output is (None: not written, because the verified
-    after-state was worse and ``force`` was off); ``before``/``after`` are the reports (None
-    without data), ``after`` measured on the written file; ``copied`` lists every tensor of the
-    output that came from another checkpoint (``--encoder-from``)."""
-
-    path: Path | None
-    notes: list[str]
-    before: Report | None
-    after: Report | None
-    copied: tuple[Copied, ...] = ()
-    changes: tuple[Change, ...] = ()
-    worse: bool = False  # some codebook is worse after the fix (repair.compare)
-    target: Path | None = None  # where the output was (or would have been) written
-    copied_from: str | None = None  # the --encoder-from checkpoint
-
-    def to_dict(self) -> dict[str, object]:
-        """The fix outcome for machines (``vqdoctor fix --json``), schema ``vqdoctor.fix/1``."""
-        return {
-            "schema": "vqdoctor.fix/1",
-            "output": str(self.target) if self.target is not None else None,
-            "written": self.path is not None,
-            "worse": self.worse,
-            "copied": [{"key": c.key, "source_key": c.source_key, "part": c.part, "shape": list(c.shape)}
-                       for c in self.copied],
-            "copied_from": self.copied_from,
-            "codebooks": [c.to_dict() for c in self.changes],
-            "notes": list(self.notes),
-        }
+LloydScope = Callable[[], AbstractContextManager["LloydProgress | None"]]
 
 
 def _matching(found: Discovery, before: Discovery) -> Discovery:
@@ -471,40 +365,37 @@ def _remove(path: Path) -> None:
 def fix_checkpoint(
     checkpoint: str | Path,
     *,
-    fix: FixFn,
-    out: Path | None,
+    fix: Fix,
+    out: Path | None = None,
     in_place: bool = False,
     data: DataOptions = DataOptions(),
     analysis: AnalysisOptions = AnalysisOptions(projection="none"),
-    encoder_from: Path | None = None,
-    encoder_prefixes: tuple[str, ...] = ("encoder",),
-    with_decoder: bool = False,
-    decoder_prefixes: tuple[str, ...] = ("decoder",),
-    need_data: bool = True,
-    across_ranks: bool = False,
     force: bool = False,
+    lloyd_progress: LloydScope | None = None,
 ) -> FixOutcome:
-    """Repair ``checkpoint`` into ``out`` (same format; the input is untouched unless ``in_place``,
-    which keeps a backup) and verify the output as it will run.
+    """Repair ``checkpoint`` with ``fix`` (a :class:`~vqdoctor.fixes.KMeansFix`,
+    :class:`~vqdoctor.fixes.ReviveFix` or :class:`~vqdoctor.fixes.SimVQFix` value) into ``out``
+    (same format; the input is untouched unless ``in_place``, which keeps a backup) and verify
+    the output as it will run. Returns the :class:`~vqdoctor.report.fix_result.FixOutcome`.
 
-    ``encoder_from``: a pretrained checkpoint (e.g. the autoencoder trained without VQ) whose
-    ``encoder_prefixes`` modules (and ``decoder_prefixes`` with ``with_decoder``) are copied into
-    the output, matched by key (vqdoctor/io/transplant.py); the fix sees the vectors of that
-    encoder. The output is written to a temporary file, re-loaded, re-encoded with the encoder in
-    it (or the user's latents) and re-assigned with each quantizer's own rule; that is the
-    after-state. When it is worse than the before-state (vqdoctor/repair.py), the temporary file
-    is removed and ``path`` is None, unless ``force``.
+    ``fix.encoder_from``: a pretrained checkpoint (e.g. the autoencoder trained without VQ) whose
+    encoder modules (and decoder ones with ``with_decoder``) are copied into the output, matched
+    by key (vqdoctor/io/transplant.py); the fix sees the vectors of that encoder. The output is
+    written to a temporary file, re-loaded, re-encoded with the encoder in it (or the user's
+    latents) and re-assigned with each quantizer's own rule; that is the after-state. When it is
+    worse than the before-state (vqdoctor/repair.py), the temporary file is removed and ``path``
+    is None, unless ``force``. ``lloyd_progress``: a context manager factory entered around each
+    stack's fix, yielding the per-iteration k-means callback (or None).
 
-    Under torchrun (``across_ranks``: the fix reduces its statistics over the ranks, as
-    ``fix kmeans`` does), every rank encodes its slice of the data, the fix runs on every rank
-    together, and rank 0 writes the file and measures before/after on its own slice; other ranks
-    return ``before=after=None``."""
+    Under torchrun (fixes with ``across_ranks``: ``KMeansFix`` reduces its statistics over the
+    ranks), every rank encodes its slice of the data, the fix runs on every rank together, and
+    rank 0 writes the file and measures before/after on its own slice; other ranks return
+    ``before=after=None``."""
+    encoder_from = fix.encoder_from
     if out is None and not in_place:
         raise UsageError("Say where to write the repaired checkpoint: --out NEW (or --in-place, which keeps a backup).")
     if encoder_from is not None and data.latents is not None:
         raise UsageError("--encoder-from encodes raw data: pass --inputs (not --latents).")
-    if with_decoder and encoder_from is None:
-        raise UsageError("--with-decoder copies the decoder of --encoder-from PRETRAINED; pass that too.")
     target = Path(checkpoint) if out is None else out
     # the output is never one of the inputs (checkpoint, data, labels, encoders), nor inside one
     refuse_overlap(target, [p for p in (Path(checkpoint), data.latents, data.inputs, data.labels, data.encoder,
@@ -512,86 +403,91 @@ def fix_checkpoint(
     if in_place and out is not None and not (out.exists() and os.path.samefile(out, checkpoint)):
         raise UsageError(f"--in-place writes over the input {checkpoint}, but the output given is {out}.",
                          "Drop --in-place to write a new file, or give the input path as the output.")
-    with distributed.session(pick_device(data.device)) as job:
-        if job is not None and not across_ranks:
+    with run_mode(data) as run:
+        if run.distributed and not fix.across_ranks:
             raise UsageError("This fix does not run under torchrun (only `fix kmeans` reduces over ranks).",
                              "Run it as one process.")
-        if job is not None:
-            data = replace(data, shard=job[0].shard)
-        device = pick_device(data.device) if job is None else job[1]
-        ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-        found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
-        if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
-            # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
-            data = replace(data, inputs=data_from_metadata(ckpt))
-        source = None
-        transplant: Transplant | None = None
-        if encoder_from is not None:
-            source = load(encoder_from, allow_globals=data.allow_globals)
-            parts = encoder_prefixes + (decoder_prefixes if with_decoder else ())
-            transplant = plan_transplant(ckpt, source, parts=parts)
-        runnable = with_arch(ckpt, source)  # the model as it is (an encoder description lent by the source)
-        lat_before = collect_latents(runnable, data, device=device)
-        modes = None
-        if lat_before is not None and lat_before.modes is None and distributed.is_main():
-            modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
-        lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
-        staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
-        lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
-        if lat is None and need_data:
-            raise DataError(
-                "This fix needs data: the vectors that reach the quantizer.",
-                "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
-            )
-        result = FixResult()
-        for stack in found.stacks:  # later stacks see the earlier stacks' updates
-            result.merge(fix(ChainMap(result.updates, staged_ckpt.state), stack, lat))
-        if not result.updates and not result.remove and transplant is None:
-            raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
-        if not distributed.is_main():
-            return FixOutcome(path=target, notes=list(result.notes), before=None, after=None, target=target)
-        notes = (transplant.notes() if transplant is not None else []) + list(result.notes)
-        if job is not None and lat is not None:
-            notes.append(f"k-means ran over all {job[0].world_size} ranks; before/after are measured on "
-                         f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
-        if modes is not None:
-            notes.append(f"Data modes {modes[2]} ({len(modes[1])} modes), used for both tables.")
-        updates = {**(transplant.tensors if transplant is not None else {}), **result.updates}
-        measure = replace(analysis, codebook=None)
-        before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
-        tmp = _temp_output(target)
-        with removed_on_signal(tmp):
-            try:
-                write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
-                new_ckpt = with_arch(load(tmp, allow_globals=data.allow_globals, nesting=data.nesting), source)
-                after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
-                after = None
-                if lat_before is not None:
-                    # the vectors as the written model makes them: re-encoded by the encoder in the file
-                    # (its metadata encoder or the --model factory with its weights), or the user's latents
-                    lat_after = lat_before if data.latents is not None else collect_latents(new_ckpt, data, device=device)
-                    lat_after = _with_modes(lat_after, modes) if lat_after is not None else lat_before
-                    after = report_on_latents(new_ckpt, after_found, lat_after, analysis=measure)
-                    after = replace(after, checkpoint=replace(after.checkpoint, path=str(target)))
-                changes = compare(before, after) if before is not None and after is not None else []
-                worse = any(c.worse for c in changes)
-                notes += summary(changes)
-                if worse and not force:
-                    notes.append("The verified after-state is worse than the before-state, so nothing was written "
-                                 "(pass --force to write it anyway).")
-                    return FixOutcome(path=None, notes=notes, before=before, after=after,
-                                      copied=transplant.copied if transplant else (),
-                                      copied_from=transplant.source if transplant else None,
-                                      changes=tuple(changes), worse=True, target=target)
-                if worse:
-                    notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
-                written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
-            finally:
-                _remove(tmp)
-        return FixOutcome(path=written, notes=notes, before=before, after=after,
-                          copied=transplant.copied if transplant else (),
-                          copied_from=transplant.source if transplant else None,
-                          changes=tuple(changes), worse=worse, target=target)
+        return _fix_in(checkpoint, fix=fix, target=target, in_place=in_place, run=run, analysis=analysis,
+                       force=force, lloyd_progress=lloyd_progress)
+
+
+def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, run: Run, analysis: AnalysisOptions,
+            force: bool, lloyd_progress: LloydScope | None) -> FixOutcome:
+    """:func:`fix_checkpoint` in its run mode (``run``: this process alone or a torchrun rank)."""
+    data, device = run.data, run.device
+    encoder_from = fix.encoder_from
+    ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
+    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
+    if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
+        # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
+        data = replace(data, inputs=data_from_metadata(ckpt))
+    source = None
+    transplant: Transplant | None = None
+    if encoder_from is not None:
+        source = load(encoder_from, allow_globals=data.allow_globals)
+        transplant = plan_transplant(ckpt, source, parts=fix.transplant_parts())
+    runnable = with_arch(ckpt, source)  # the model as it is (an encoder description lent by the source)
+    lat_before = collect_latents(runnable, data, device=device)
+    modes = None
+    if lat_before is not None and lat_before.modes is None and run.is_main:
+        modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
+    lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
+    staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
+    lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
+    if lat is None and fix.needs_data:
+        raise DataError(
+            "This fix needs data: the vectors that reach the quantizer.",
+            "Pass --latents FILE, or --inputs with --model/--encoder (or --encoder-from PRETRAINED).",
+        )
+    result = FixResult()
+    for stack in found.stacks:  # later stacks see the earlier stacks' updates
+        with (lloyd_progress() if lloyd_progress is not None else nullcontext(None)) as progress:
+            result.merge(fix.apply(ChainMap(result.updates, staged_ckpt.state), stack, None if lat is None else lat.x,
+                                   progress=progress))
+    if not result.updates and not result.remove and transplant is None:
+        raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
+    if not run.is_main:
+        return FixOutcome(path=target, notes=list(result.notes), before=None, after=None, target=target)
+    notes = (transplant.notes() if transplant is not None else []) + list(result.notes)
+    if run.distributed and lat is not None:
+        notes.append(f"k-means ran over all {run.world} ranks; before/after are measured on "
+                     f"rank 0's slice ({lat.x.shape[0]:,} vectors).")
+    if modes is not None:
+        notes.append(f"Data modes {modes[2]} ({len(modes[1])} modes), used for both tables.")
+    updates = {**(transplant.tensors if transplant is not None else {}), **result.updates}
+    measure = replace(analysis, codebook=None)
+    before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
+    copied = transplant.copied if transplant else ()
+    copied_from = transplant.source if transplant else None
+    tmp = _temp_output(target)
+    with removed_on_signal(tmp):
+        try:
+            write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
+            new_ckpt = with_arch(load(tmp, allow_globals=data.allow_globals, nesting=data.nesting), source)
+            after_found = _matching(discover(new_ckpt, require=False, metric=analysis.metric), found)
+            after = None
+            if lat_before is not None:
+                # the vectors as the written model makes them: re-encoded by the encoder in the file
+                # (its metadata encoder or the --model factory with its weights), or the user's latents
+                lat_after = lat_before if data.latents is not None else collect_latents(new_ckpt, data, device=device)
+                lat_after = _with_modes(lat_after, modes) if lat_after is not None else lat_before
+                after = report_on_latents(new_ckpt, after_found, lat_after, analysis=measure)
+                after = replace(after, checkpoint=replace(after.checkpoint, path=str(target)))
+            changes = compare(before, after) if before is not None and after is not None else []
+            worse = any(c.worse for c in changes)
+            notes += summary(changes)
+            if worse and not force:
+                notes.append("The verified after-state is worse than the before-state, so nothing was written "
+                             "(pass --force to write it anyway).")
+                return FixOutcome(path=None, notes=notes, before=before, after=after, copied=copied,
+                                  copied_from=copied_from, changes=tuple(changes), worse=True, target=target)
+            if worse:
+                notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
+            written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
+        finally:
+            _remove(tmp)
+    return FixOutcome(path=written, notes=notes, before=before, after=after, copied=copied, copied_from=copied_from,
+                      changes=tuple(changes), worse=worse, target=target)
 
 
 def _commit(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],

@@ -1,7 +1,7 @@
 """Orchestration: codebooks + streamed vectors -> Report. No file I/O here.
 
 The caller (``vqdoctor.api``) opens the checkpoint and the data and hands over a
-:class:`VectorStream`; this module runs every stack over every batch, accumulates mergeable
+:class:`vqdoctor.io.stream.VectorStream`; this module runs every stack over every batch, accumulates mergeable
 statistics, draws one bounded stratified subsample for the things that need points (modes,
 embeddings collapse, geometry against the data, the 2-D picture) and assembles the Report.
 """
@@ -9,8 +9,8 @@ embeddings collapse, geometry against the data, the 2-D picture) and assembles t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.core.subsample import stratified_indices
 from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import DataError
+from vqdoctor.io.stream import VectorStream
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.report.schema import (
     CheckpointInfo,
@@ -40,30 +41,6 @@ from vqdoctor.report.schema import (
 from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts
 
 NONLINEAR_POINTS = 2000  # t-SNE / UMAP points: ~5-7 s on 2 cores (docs/performance in README)
-
-# A batch: latents (b, D) float32 on the analysis device, the sample each vector came from (b,),
-# and the raw inputs of those samples flattened to (b_samples, F) when the stream has them
-# (indexed by the local sample order of ``sample_idx``; None for latents-only streams).
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
-
-
-@dataclass(frozen=True)
-class VectorStream:
-    """The vectors that reach the quantizer, however they were obtained."""
-
-    description: str
-    n_samples: int
-    batches: Callable[[], Iterator[Batch]]
-    take: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]  # samples -> (latents (m,D), sample (m,))
-    take_inputs: Callable[[np.ndarray], torch.Tensor] | None = None  # samples -> inputs (s, F)
-    labels: np.ndarray | None = None  # (n_samples,) int
-    label_names: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
-    mode_source: str | None = None  # where ``labels`` came from when not the user's (fix: inferred once)
-    # inferred mode models by basis ("inputs" / "latents"), shared by runs over the same data
-    # (vqdoctor trend: the same subsample for every checkpoint, so the same fit)
-    mode_cache: dict[str, ModeModel] | None = None
-
 
 @dataclass
 class _Modes:

@@ -28,7 +28,6 @@ import torch
 
 from vqdoctor import api
 from vqdoctor.codebooks.model import Discovery
-from vqdoctor.core.device import pick_device
 from vqdoctor.diagnose import diagnose
 from vqdoctor.errors import UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint
@@ -124,8 +123,7 @@ def inspect(
     ckpt = as_checkpoint(checkpoint, data=data)
     if latents is None and inputs is None and encoder is None and labels is None:
         return api.inspect(ckpt, data=data, analysis=analysis, progress=progress)
-    found = api.discover(ckpt, pattern=analysis.codebook)
-    device = pick_device(data.device)
+    session = api.open_session(ckpt, data=data, analysis=analysis)
     lat_src = inp_src = enc = None
     if latents is not None or data.latents is not None:
         lat_src = latents_source(latents if latents is not None else data.latents, channel_axis=data.channel_axis,
@@ -137,6 +135,6 @@ def inspect(
         enc = _encoder(encoder, data.channel_axis) if encoder is not None else None
     else:
         raise UsageError("labels were given without data.", "Pass latents=... or inputs=... with encoder=....")
-    stream = api.open_stream(ckpt, data, device=device, latents=lat_src, inputs=inp_src, encoder=enc)
-    return diagnose(checkpoint=api.checkpoint_info(ckpt), discovery=found, stream=stream, options=analysis,
-                    device=device, progress=progress)
+    stream = session.stream(data, latents=lat_src, inputs=inp_src, encoder=enc)
+    return diagnose(checkpoint=session.info, discovery=session.found, stream=stream, options=analysis,
+                    device=session.device, progress=progress)

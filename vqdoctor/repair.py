@@ -24,36 +24,16 @@ after-state's vectors are the same inputs, row for row).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vqdoctor.core.modes import fit_modes
+from vqdoctor.report.fix_result import Change
 from vqdoctor.report.schema import CodebookReport, Report
 
 USED_TOLERANCE = 0.005  # share of K a fix may lose in used codes (float ties) and still count as not worse
 MSE_TOLERANCE = 0.01  # relative growth of the relative quantization MSE that counts as worse
-
-
-@dataclass(frozen=True)
-class Change:
-    """One codebook before and after a fix, as verified on the written file."""
-
-    name: str
-    size: int
-    used_before: int
-    used_after: int
-    dead_after: int
-    mse_before: float | None  # relative MSE (quantization MSE / variance of the vectors)
-    mse_after: float | None
-    worse: tuple[str, ...]  # reasons, empty when not worse
-
-    def to_dict(self) -> dict[str, object]:
-        return {"codebook": self.name, "size": self.size, "used_before": self.used_before,
-                "used_after": self.used_after, "dead_after": self.dead_after,
-                "relative_mse_before": self.mse_before, "relative_mse_after": self.mse_after,
-                "worse": list(self.worse)}
 
 
 def _mse(cb: CodebookReport) -> float | None:

@@ -257,13 +257,12 @@ def trend(
     for i, point in enumerate(points):
         if on_checkpoint is not None:
             on_checkpoint(i, len(points), point)
-        ckpt = api.load(point.path, allow_globals=data.allow_globals, nesting=data.nesting)
-        found = api.discover(ckpt, pattern=analysis.codebook)
-        stream = api.open_stream(ckpt, data, device=device, latents=latents, inputs=inputs)
+        session = api.open_session(point.path, data=data, analysis=analysis, device=device)
+        stream = session.stream(data, latents=latents, inputs=inputs)
         if stream is not None:
             stream = replace(stream, mode_cache=modes)
             description = stream.description
-        report = diagnose(checkpoint=api.checkpoint_info(ckpt), discovery=found, stream=stream,
+        report = diagnose(checkpoint=session.info, discovery=session.found, stream=stream,
                           options=replace(analysis, keep_counts=False), device=device)
         rows.extend(_rows(point.step, report))
     result = Trend(checkpoints=points, rows=rows, verdicts=[], data=description, notes=notes)

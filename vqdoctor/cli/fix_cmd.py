@@ -1,17 +1,17 @@
 """`vqdoctor fix kmeans|revive|simvq`: repair a checkpoint, write a new file, show before/after.
 
-The commands parse options, call :func:`vqdoctor.api.fix_checkpoint` with the fix to run, and
-render the before/after table from the two reports (the after-report is measured on the written
-file: vqdoctor/repair.py). Exit codes: 0 written; 1 the verified after-state is worse than the
+The commands parse options into a fix value (:mod:`vqdoctor.fixes.values`), call
+:func:`vqdoctor.api.fix_checkpoint` with it, and render the outcome
+(:func:`vqdoctor.report.fix_result.render_fix`: the before/after table from the two reports; the
+after-report is measured on the written file: vqdoctor/repair.py). Exit codes: 0 written; 1 the verified after-state is worse than the
 before-state and nothing was written (``--force`` writes it and exits 0); 2 usage or input error."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -20,17 +20,13 @@ import typer
 
 from vqdoctor.cli.common import check_ranges, shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
 
 if TYPE_CHECKING:  # the commands import these when they run (start-up stays light)
     from rich.console import Console
 
-    from vqdoctor import api
-    from vqdoctor.codebooks.model import Stack
     from vqdoctor.core.kmeans import LloydProgress
-    from vqdoctor.fixes import FixResult
-    from vqdoctor.report.schema import CodebookReport, Report
+    from vqdoctor.fixes import Fix
 
 FIX_HELP = "Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file."
 
@@ -39,61 +35,6 @@ InPlaceOpt = Annotated[bool, typer.Option("--in-place", help="Overwrite the inpu
 IterOpt = Annotated[int, typer.Option("--iters", help="Lloyd iterations of k-means.", rich_help_panel="Fix")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write the output even when the verified after-state is worse than the before-state (fewer used codes or higher quantization error).", rich_help_panel="Output")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the fix outcome as JSON (schema vqdoctor.fix/1) instead of the table.", rich_help_panel="Output")]
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering
-
-
-def _fmt(v: float | int | None, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
-
-
-def _rows(report: Report | None) -> dict[str, CodebookReport]:
-    return {} if report is None else {cb.name: cb for cb in report.codebooks}
-
-
-def _tv(cb: CodebookReport) -> float | None:
-    return None if cb.tokens_collapse is None else cb.tokens_collapse.allocation_tv
-
-
-def _render(outcome: api.FixOutcome, console: Console) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    err = Console(stderr=True)
-    for note in outcome.notes:
-        err.print(f"• {note}", markup=False, highlight=False)
-    before, after = _rows(outcome.before), _rows(outcome.after)
-    if before:
-        table = Table(title="Before → after (same data, same analysis as `inspect`; after = the written file as it runs)")
-        for col in ("codebook", "utilization", "perplexity", "dead codes", "quant. MSE", "allocation TV"):
-            table.add_column(col, justify="left" if col == "codebook" else "right")
-        a_rows = list(after.values())
-        for i, (name, b) in enumerate(before.items()):
-            a = after.get(name) or (a_rows[i] if i < len(a_rows) else None)
-
-            def pair(get: Callable[[CodebookReport], object], spec: str) -> str:
-                return f"{_fmt(get(b), spec)} → {_fmt(get(a), spec) if a else '—'}"  # type: ignore[arg-type]  # noqa: B023 (called in this iteration)
-
-            def usage(attr: str) -> Callable[[CodebookReport], object]:
-                return lambda r: None if r.usage is None else getattr(r.usage, attr)
-
-            table.add_row(name, pair(usage("utilization"), ".3f"), pair(usage("perplexity"), ".1f"),
-                          pair(usage("dead_codes"), "d"), pair(usage("quantization_mse"), ".4g"), pair(_tv, ".3f"))
-        console.print(table)
-    if outcome.copied:
-        console.print(f"Tensors copied from {outcome.copied_from} ({len(outcome.copied)}):", markup=False, highlight=False)
-        for c in outcome.copied:
-            src = "" if c.source_key == c.key else f" (from {c.source_key})"
-            console.print(f"  {c.part}: {c.key} {tuple(c.shape)}{src}", markup=False, highlight=False)
-    if outcome.worse:
-        console.print("WORSE after the fix: " + "; ".join(f"{c.name}: {', '.join(c.worse)}" for c in outcome.changes if c.worse),
-                      markup=False, highlight=False)
-    if outcome.path is None:
-        console.print(f"Not written: {outcome.target} (pass --force to write a worse result)", markup=False, highlight=False)
-    else:
-        console.print(f"Wrote {outcome.path}", markup=False, highlight=False)
 
 
 @contextmanager
@@ -117,29 +58,27 @@ def _lloyd_progress(err: Console) -> Iterator[LloydProgress | None]:
     yield report
 
 
-def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, analysis: AnalysisOptions,
-         encoder_from: Path | None, need_data: bool, fix: api.FixFn, across_ranks: bool = False,
-         force: bool = False, as_json: bool = False, encoder_prefixes: tuple[str, ...] = ("encoder",),
-         with_decoder: bool = False, decoder_prefixes: tuple[str, ...] = ("decoder",)) -> None:
+def _run(checkpoint: Path, fix: Fix, *, out: Path | None, in_place: bool, data: DataOptions,
+         analysis: AnalysisOptions, force: bool, as_json: bool) -> None:
+    """One fix through the API, then its outcome as a table (or JSON) on rank 0; exit 1 when not written."""
     from rich.console import Console
 
-    from vqdoctor import api, distributed
+    from vqdoctor import api
     from vqdoctor.cli.paths import check_outputs
+    from vqdoctor.report.fix_result import render_fix
 
     if not in_place:
         check_outputs(("--out", out))
     analysis = dataclasses.replace(analysis, projection="none", keep_counts=False)
+    err = Console(stderr=True)
     outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
-                                 encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks,
-                                 force=force, encoder_prefixes=encoder_prefixes, with_decoder=with_decoder,
-                                 decoder_prefixes=decoder_prefixes)
-    job = distributed.detect()
-    if job is not None and not job.is_main:  # under torchrun only rank 0 wrote the file and reports it
+                                 force=force, lloyd_progress=lambda: _lloyd_progress(err))
+    if not api.is_main_process():  # under torchrun only rank 0 wrote the file and reports it
         return
     if as_json:
         print(json.dumps(outcome.to_dict(), indent=2))
     else:
-        _render(outcome, Console())
+        render_fix(outcome, Console(), err)
     if outcome.path is None:
         raise typer.Exit(code=1)
 
@@ -168,28 +107,12 @@ def kmeans_command(
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs; with
     --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
     check_ranges(("--iters", iters))
-    seed, memory_budget_mb = analysis.seed, analysis.memory_budget_mb
-    from rich.console import Console
+    from vqdoctor.fixes import KMeansFix
 
-    from vqdoctor import distributed
-    from vqdoctor.core.kmeans import kmeans
-    from vqdoctor.fixes import kmeans_reinit
-
-    err = Console(stderr=True)
-
-    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        assert lat is not None  # need_data=True: fix_checkpoint refuses to run without data
-        with _lloyd_progress(err) as progress:
-            cluster = (distributed.kmeans_across_ranks if distributed.detect() is not None or progress is None
-                       else functools.partial(kmeans, progress=progress))
-            return kmeans_reinit(state, stack, lat.x, iters=iters, seed=seed, budget_bytes=memory_budget_mb << 20,
-                                 cluster=cluster)
-
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, analysis=analysis, encoder_from=encoder_from,
-         need_data=True, fix=fix, across_ranks=True,
-         force=force, as_json=as_json,
-         encoder_prefixes=tuple(encoder_prefix or ("encoder",)), with_decoder=with_decoder,
-         decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
+    fix = KMeansFix(iters=iters, seed=analysis.seed, memory_budget_mb=analysis.memory_budget_mb, encoder_from=encoder_from,
+                    encoder_prefixes=tuple(encoder_prefix or ("encoder",)), with_decoder=with_decoder,
+                    decoder_prefixes=tuple(decoder_prefix or ("decoder",)))
+    _run(checkpoint, fix, out=out, in_place=in_place, data=data, analysis=analysis, force=force, as_json=as_json)
 
 
 @translate_errors
@@ -208,21 +131,10 @@ def revive_command(
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
     check_ranges(("--iters", iters), ("--min-count", min_count))
-    seed, memory_budget_mb = analysis.seed, analysis.memory_budget_mb
-    from rich.console import Console
+    from vqdoctor.fixes import ReviveFix
 
-    from vqdoctor.fixes import revive_stack
-
-    err = Console(stderr=True)
-
-    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        assert lat is not None  # need_data=True: fix_checkpoint refuses to run without data
-        with _lloyd_progress(err) as progress:
-            return revive_stack(state, stack, lat.x, min_count=min_count, iters=iters, seed=seed,
-                                budget_bytes=memory_budget_mb << 20, progress=progress)
-
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, analysis=analysis, encoder_from=None,
-         need_data=True, fix=fix, force=force, as_json=as_json)
+    fix = ReviveFix(min_count=min_count, iters=iters, seed=analysis.seed, memory_budget_mb=analysis.memory_budget_mb)
+    _run(checkpoint, fix, out=out, in_place=in_place, data=data, analysis=analysis, force=force, as_json=as_json)
 
 
 @translate_errors
@@ -240,18 +152,7 @@ def simvq_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Rewrite codebooks as SimVQ (codes = C·Wᵀ, C frozen). Data is optional (for before/after)."""
-    if mode not in ("exact", "paper"):
-        raise UsageError(f"--mode {mode!r} is not one of exact, paper.")
-    if layout not in ("vqp", "official"):
-        raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
-    seed = analysis.seed
-    from vqdoctor.fixes import FixResult, to_simvq
+    from vqdoctor.fixes import SimVQFix
 
-    def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:
-        total = FixResult()
-        for cb in stack.codebooks:
-            total.merge(to_simvq(state, cb, mode=mode, layout=layout, seed=seed))  # type: ignore[arg-type]
-        return total
-
-    _run(checkpoint=checkpoint, out=out, in_place=in_place, data=data, analysis=analysis, encoder_from=None,
-         need_data=False, fix=fix, force=force, as_json=as_json)
+    fix = SimVQFix(mode=mode, layout=layout, seed=analysis.seed)  # type: ignore[arg-type]  # checked by SimVQFix
+    _run(checkpoint, fix, out=out, in_place=in_place, data=data, analysis=analysis, force=force, as_json=as_json)

@@ -1,5 +1,6 @@
-"""Running the analysis for a command: in one process, on a shard (--shard, --save-stats), or
-under torchrun (every rank reads its slice; statistics are reduced; rank 0 reports)."""
+"""The analysis of `inspect` / `check` with a progress bar: the run mode (one process, a shard,
+a torchrun rank) is decided by :func:`vqdoctor.api.analyse`; this only shows progress and says
+where the statistics went."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from vqdoctor import api, distributed
+from vqdoctor import api
 from vqdoctor.cli.progress import vector_progress
-from vqdoctor.core.device import pick_device
-from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import Report
 
@@ -19,33 +18,11 @@ def analyse(path: Path, *, data: DataOptions, analysis: AnalysisOptions, err: Co
             save_stats: Path | None = None, want_report: bool = True) -> Report | None:
     """The report to render, or None where there is nothing more to show (statistics only, or a
     rank other than 0 under torchrun)."""
-    if save_stats is None and data.shard is None and distributed.detect() is None:
-        with vector_progress(err) as advance:
-            return api.inspect(path, data=data, analysis=analysis, progress=advance)
-    return _sharded(path, data=data, analysis=analysis, save_stats=save_stats, want_report=want_report, err=err)
-
-
-def _sharded(path: Path, *, data: DataOptions, analysis: AnalysisOptions, save_stats: Path | None, want_report: bool,
-             err: Console) -> Report | None:
-    """Statistics of a shard (--shard), or of every rank reduced (under torchrun); saved with
-    --save-stats. Returns the report to render, or None where there is nothing more to show
-    (statistics only, or a rank other than 0)."""
-    with distributed.session(pick_device(data.device)) as job:
-        if job is not None and data.shard is not None:
-            raise UsageError(f"--shard {data.shard[0]}/{data.shard[1]} cannot be used under torchrun: "
-                             f"each of the {job[0].world_size} ranks already takes its own slice.",
-                             "Drop --shard, or run without torchrun.")
-        main = job is None or job[0].is_main
-        ckpt = api.load(path, allow_globals=data.allow_globals, nesting=data.nesting)
-        quiet = Console(stderr=True, quiet=True)
-        with vector_progress(err if main else quiet) as advance:
-            stats = api.gather_statistics(ckpt, data=data, analysis=analysis, progress=advance,
-                                          device=None if job is None else job[1])
-        if not main:
-            return None
-        if save_stats is not None:
-            api.save_statistics(stats, save_stats)
-            err.print(f"Statistics of {stats.describe_shards()} ({stats.gathered.vectors:,} vectors) written to {save_stats}")
-            if not want_report:
-                return None
-        return api.report_from_statistics(stats, checkpoint=ckpt)
+    shown = err if api.is_main_process() else Console(stderr=True, quiet=True)
+    with vector_progress(shown) as advance:
+        result = api.analyse(path, data=data, analysis=analysis, save_stats=save_stats, want_report=want_report,
+                             progress=advance)
+    if result.saved is not None and result.statistics is not None:
+        stats = result.statistics
+        err.print(f"Statistics of {stats.describe_shards()} ({stats.gathered.vectors:,} vectors) written to {result.saved}")
+    return result.report
