@@ -150,7 +150,7 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
             "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
         )
     notes.extend(encoder.notes)
-    inp = inputs if inputs is not None else open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds)
+    inp = inputs if inputs is not None else open_inputs(inputs_path, labels=data.labels, image_size=data.image_size, clip_seconds=data.clip_seconds, sample_rate=data.sample_rate)
     channel_axis = data.channel_axis if data.channel_axis is not None else encoder.channel_axis
     per_batch = data.batch_size if len(inp.sample_shape) <= 1 else max(1, min(64, data.batch_size))
 
@@ -209,7 +209,7 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
 
 def _aligned_inputs(data: DataOptions, n_samples: int):  # -> InputSource
     """Raw inputs given with --latents: row i of the inputs is the item of latent sample i."""
-    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds)
+    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds, sample_rate=data.sample_rate)
     if inp.n != n_samples:
         raise DataError(
             f"--inputs {data.inputs} has {inp.n} items but --latents {data.latents} has {n_samples} samples; "

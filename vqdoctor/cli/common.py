@@ -17,7 +17,8 @@ ChannelAxisOpt = Annotated[Optional[int], typer.Option("--channel-axis", help="A
 InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data the encoder takes: .npy/.npz (labels under y/labels), an image folder (class = sub-folder), .pt/.safetensors.", rich_help_panel="Data")]
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="One mode id per input (.npy). Without labels, modes are inferred by clustering.", rich_help_panel="Data")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize the images of an --inputs folder to N x N (RGB/grey scaled to [0, 1]); without it all images must share one size.", rich_help_panel="Data")]
-ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every .wav clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
+ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
+SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", help="Resample every clip of an --inputs audio folder to this rate in Hz (polyphase filter); without it all clips must share one rate.", rich_help_panel="Data")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
@@ -50,6 +51,7 @@ FLAG_RANGES: dict[str, tuple[float, float]] = {
     "--max-vectors": (1, 2**62),
     "--image-size": (1, 5792),  # 5792^2 <= vqdoctor.io.media.MAX_IMAGE_PIXELS
     "--clip-seconds": (1e-3, 3600.0),
+    "--sample-rate": (1, 1_000_000),
     "--memory-budget-mb": (1, 2**20),
     "--iters": (0, 10**6),
     # vqdoctor check thresholds: shares in 0..1, counts and ratios non-negative
@@ -87,10 +89,11 @@ def check_ranges(*pairs: tuple[str, float | None]) -> None:
 def data_options(
     *, latents: Path | None, channel_axis: int | None, inputs: Path | None, labels: Path | None,
     model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
-    nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
+    nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, sample_rate: int | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
 ) -> DataOptions:
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
-                        ("--image-size", image_size), ("--clip-seconds", clip_seconds)):
+                        ("--image-size", image_size), ("--clip-seconds", clip_seconds),
+                        ("--sample-rate", sample_rate)):
         check_range(flag, value)
     if device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
@@ -104,7 +107,7 @@ def data_options(
     return DataOptions(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
         encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting, image_size=image_size, clip_seconds=clip_seconds,
-        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
+        sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
     )
 
 

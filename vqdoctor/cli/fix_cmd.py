@@ -40,6 +40,7 @@ from vqdoctor.cli.common import (
     ModelOpt,
     ModesOpt,
     NestingOpt,
+    SampleRateOpt,
     SeedOpt,
     check_metric,
     check_modes,
@@ -166,10 +167,10 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
 
 
 def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
-          device, max_vectors) -> DataOptions:
+          device, max_vectors, *, sample_rate=None) -> DataOptions:
     return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model,
                         encoder=encoder, encode_method=encode_method, allow_global=allow_global, nesting=nesting,
-                        batch_size=batch_size, device=device, max_vectors=max_vectors)
+                        sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +188,7 @@ def kmeans_command(
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
     clip_seconds: ClipSecondsOpt = None,
+    sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -212,7 +214,7 @@ def kmeans_command(
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs; with
     --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
+                 batch_size, device, max_vectors, sample_rate=sample_rate)
     check_ranges(("--seed", seed), ("--iters", iters), ("--memory-budget-mb", memory_budget_mb))
 
     err = Console(stderr=True)
@@ -243,6 +245,7 @@ def revive_command(
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
     clip_seconds: ClipSecondsOpt = None,
+    sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -264,7 +267,7 @@ def revive_command(
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
+                 batch_size, device, max_vectors, sample_rate=sample_rate)
     check_ranges(("--seed", seed), ("--iters", iters), ("--min-count", min_count), ("--memory-budget-mb", memory_budget_mb))
 
     err = Console(stderr=True)
@@ -292,6 +295,7 @@ def simvq_command(
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
     clip_seconds: ClipSecondsOpt = None,
+    sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -315,7 +319,7 @@ def simvq_command(
     if layout not in ("vqp", "official"):
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors)
+                 batch_size, device, max_vectors, sample_rate=sample_rate)
     check_ranges(("--seed", seed), ("--memory-budget-mb", memory_budget_mb))
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:

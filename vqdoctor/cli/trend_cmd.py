@@ -27,6 +27,7 @@ from vqdoctor.cli.common import (
     MinCountOpt,
     ModelOpt,
     NestingOpt,
+    SampleRateOpt,
     SeedOpt,
     SubsampleOpt,
     analysis_options,
@@ -49,6 +50,7 @@ def trend_command(
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
     clip_seconds: ClipSecondsOpt = None,
+    sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -78,7 +80,7 @@ def trend_command(
     check_outputs(("--json", json_out), ("--csv", csv_out), ("--plot", plot))
     data = data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
-        clip_seconds=clip_seconds, model=model, encoder=encoder, encode_method=encode_method,
+        clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, encoder=encoder, encode_method=encode_method,
         allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device, max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample, projection="none",

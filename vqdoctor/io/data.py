@@ -25,10 +25,14 @@ Raw inputs (:func:`open_inputs`, CLI ``--inputs``)
   scaled to ``[0, 1]``, CHW. Grayscale when the first image is grayscale, else RGB. With
   ``image_size`` every image is resized to ``image_size x image_size``; without, all must share the
   first image's size.
-- An audio folder (what audio codecs are fed): ``.wav`` clips (PCM 8/16/24/32-bit), one sub-folder
-  per class or directly in the folder, mixed to mono, as ``(1, T)`` float32 in ``[-1, 1]``. All
-  clips must share one sample rate (no resampling); with ``clip_seconds`` every clip is cut or
-  zero-padded to that length, without it all must share the first clip's length.
+- An audio folder (what audio codecs are fed): ``.wav .flac .ogg`` clips, one sub-folder per class
+  or directly in the folder, mixed to mono (mean of the channels), as ``(1, T)`` float32 in
+  ``[-1, 1]``. Decoded by ``soundfile`` when installed (the ``audio`` extra: every PCM width, float
+  WAV, FLAC, OGG), else WAV PCM 8/16/24/32-bit by the standard library (FLAC/OGG then name the
+  extra). With ``sample_rate`` every clip is resampled to it (polyphase filter,
+  :func:`vqdoctor.io.media.resample`); without, all clips must share one rate (an error names the
+  rates). With ``clip_seconds`` every clip is cut or zero-padded to that length (at the target
+  rate), without it all must share the first clip's length.
 Labels (``labels=`` / CLI ``--labels``): ``.npy`` of ints or strings (strings are mapped to ids in
 sorted order, names kept), or UTF-8 ``.txt`` with one label per line; their count must match the
 data. Integer labels that are not ``0..M-1`` are remapped with ``np.unique`` (names keep the values),
@@ -53,7 +57,7 @@ import torch
 
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.io.headers import open_npy
-from vqdoctor.io.media import decode_image, read_wav
+from vqdoctor.io.media import AUDIO_SUFFIXES, audio_info, decode_image, read_audio, resample, resampled_length
 from vqdoctor.io.npz import (
     NPZ_ERRORS,
     CompressedMember,
@@ -65,7 +69,6 @@ from vqdoctor.io.safe_pickle import safe_torch_load
 
 LATENT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-AUDIO_SUFFIXES = (".wav",)
 LABEL_KEYS = ("y", "labels")
 LATENT_KEYS = ("latents", "z", "x")
 INPUT_KEYS = ("x", "inputs", "images", "data")
@@ -169,28 +172,32 @@ class _ImageRows(_Rows):
 
 
 class _AudioRows(_Rows):
-    """PCM WAV clips as (1, clip) float32 in [-1, 1], channels mixed to mono, each clip cut to (or
-    zero-padded to) ``clip`` samples."""
+    """Audio clips as (1, clip) float32 in [-1, 1]: channels mixed to mono (mean), each clip
+    resampled from its own rate (``rates``, one per file) to ``rate``, then cut to (or zero-padded
+    to) ``clip`` samples."""
 
-    def __init__(self, files: list[Path], *, clip: int, rate: int) -> None:
-        self.files, self.clip, self.rate = files, clip, rate
+    def __init__(self, files: list[Path], *, clip: int, rate: int, rates: list[int]) -> None:
+        self.files, self.clip, self.rate, self.rates = files, clip, rate, rates
         self.shape = (len(files), 1, clip)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return torch.stack([self._load(f) for f in self.files[start:stop]]) if stop > start else (
-            torch.empty((0, *self.shape[1:])))
+        return torch.stack([self._load(f, r) for f, r in zip(self.files[start:stop], self.rates[start:stop])]) if (
+            stop > start) else torch.empty((0, *self.shape[1:]))
 
-    def _load(self, file: Path) -> torch.Tensor:
-        frames, rate, _ = _read_wav(file, limit=self.clip)
-        if rate != self.rate:
-            raise DataError(f"{file} is sampled at {rate} Hz but the first clip at {self.rate} Hz.",
-                            hint="Resample the clips to one rate first; vqdoctor does not resample.")
+    def _load(self, file: Path, src_rate: int) -> torch.Tensor:
+        # a resampled clip reads a few source frames past the cut so the filter's tail is real data
+        limit = self.clip if src_rate == self.rate else math.ceil(self.clip * src_rate / self.rate) + _RESAMPLE_MARGIN
+        frames, rate, _ = read_audio(file, limit=limit)
+        if rate != src_rate:
+            raise DataError(f"{file} is now sampled at {rate} Hz but was {src_rate} Hz when the folder was opened.",
+                            hint="Was it modified while vqdoctor read it?")
+        mono = resample(frames.mean(1), rate, self.rate)[: self.clip]
         out = torch.zeros(1, self.clip)
-        out[0, : frames.shape[0]] = torch.from_numpy(frames[: self.clip])
+        out[0, : mono.shape[0]] = torch.from_numpy(np.ascontiguousarray(mono))
         return out
 
 
-_read_wav = read_wav
+_RESAMPLE_MARGIN = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,13 +399,17 @@ def open_inputs(
     image_size: int | None = None,
     clip_seconds: float | None = None,
     key: str | None = None,
+    sample_rate: int | None = None,
 ) -> InputSource:
     """Open raw inputs: an array file, an image folder or an audio folder (see the module docstring)."""
     path = Path(path)
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise UsageError(f"image_size must be a positive integer, got {image_size!r}.")
+    if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate < 1):
+        raise UsageError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}.")
     if path.is_dir():
-        rows, file_labels = _open_folder(path, image_size=image_size, clip_seconds=clip_seconds)
+        rows, file_labels = _open_folder(path, image_size=image_size, clip_seconds=clip_seconds,
+                                         sample_rate=sample_rate)
     else:
         _check_file(path, LATENT_SUFFIXES, "inputs")
         if image_size is not None:
@@ -407,6 +418,9 @@ def open_inputs(
         if clip_seconds is not None:
             raise UsageError(f"--clip-seconds applies to audio folders, but {path} is an array file.",
                              hint="Drop --clip-seconds, or cut the arrays yourself.")
+        if sample_rate is not None:
+            raise UsageError(f"--sample-rate applies to audio folders, but {path} is an array file.",
+                             hint="Drop --sample-rate, or resample the arrays yourself (vqdoctor.io.media.resample).")
         rows, file_labels = _open_rows(path, key=key, preferred=INPUT_KEYS, what="inputs")
         if len(rows.shape) < 1 or math.prod(rows.shape) == 0:
             raise DataError(f"Inputs in {path} are empty (shape {rows.shape}).", hint="Point at a file with data.")
@@ -635,36 +649,54 @@ def _has(path: Path, suffixes: Sequence[str]) -> bool:
     return any(p.suffix.lower() in suffixes for p in path.rglob("*") if p.is_file())
 
 
-def _open_folder(path: Path, *, image_size: int | None, clip_seconds: float | None
+def _open_folder(path: Path, *, image_size: int | None, clip_seconds: float | None, sample_rate: int | None
                  ) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
     if _has(path, AUDIO_SUFFIXES) and not _has(path, IMAGE_SUFFIXES):
         if image_size is not None:
             raise UsageError(f"--image-size applies to image folders, but {path} holds audio clips.",
                              hint="Use --clip-seconds for audio.")
-        return _open_audio_folder(path, clip_seconds)
-    if clip_seconds is not None:
-        raise UsageError(f"--clip-seconds applies to folders of .wav clips, but {path} is not one.",
-                         hint="Drop --clip-seconds, or point at a folder of .wav files.")
+        return _open_audio_folder(path, clip_seconds, sample_rate)
+    for flag, value in (("--clip-seconds", clip_seconds), ("--sample-rate", sample_rate)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to folders of audio clips ({', '.join(AUDIO_SUFFIXES)}), but {path} "
+                             "is not one.", hint=f"Drop {flag}, or point at a folder of audio clips.")
     return _open_image_folder(path, image_size)
 
 
-def _open_audio_folder(path: Path, clip_seconds: float | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
+def _open_audio_folder(path: Path, clip_seconds: float | None, sample_rate: int | None
+                       ) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
     files, file_labels = _class_folder(path, AUDIO_SUFFIXES, "audio clips")
-    _, rate, total = _read_wav(files[0], limit=0)
+    headers = [audio_info(f) for f in files]  # (rate, frames, channels), headers only
+    rates = [h[0] for h in headers]
+    rate = sample_rate if sample_rate is not None else _common_rate(files, rates)
     if clip_seconds is not None:
         if clip_seconds <= 0:
             raise UsageError(f"--clip-seconds must be positive, got {clip_seconds}.")
         clip = max(1, round(clip_seconds * rate))
     else:
-        lengths = {f: _read_wav(f, limit=0)[2] for f in files}
-        clip = total
-        odd = next((f for f, n in lengths.items() if n != total), None)
+        lengths = [resampled_length(h[1], h[0], rate) for h in headers]
+        clip = lengths[0]
+        odd = next((i for i, n in enumerate(lengths) if n != clip), None)
         if odd is not None:
+            at = f" at {rate} Hz" if len(set(rates)) > 1 or rates[0] != rate else ""
             raise DataError(
-                f"Audio clips differ in length ({files[0]}: {total} samples, {odd}: {lengths[odd]}).",
+                f"Audio clips differ in length{at} ({files[0]}: {clip} samples, {files[odd]}: {lengths[odd]}).",
                 hint="Pass --clip-seconds S to cut (or zero-pad) every clip to S seconds.",
             )
-    return _AudioRows(files, clip=clip, rate=rate), file_labels
+    return _AudioRows(files, clip=clip, rate=rate, rates=rates), file_labels
+
+
+def _common_rate(files: list[Path], rates: list[int]) -> int:
+    """The clips' one sample rate; several rates are a DataError naming each (with a file)."""
+    first: dict[int, Path] = {}
+    for f, r in zip(files, rates):
+        first.setdefault(r, f)
+    if len(first) == 1:
+        return rates[0]
+    shown = "; ".join(f"{r} Hz ({sum(1 for x in rates if x == r)} clip(s), e.g. {f})" for r, f in sorted(first.items()))
+    raise DataError(f"The audio clips have {len(first)} sample rates: {shown}.",
+                    hint="Pass --sample-rate R to resample every clip to R Hz (polyphase filter), e.g. the rate "
+                    "the model was trained at.")
 
 
 def _open_image_folder(path: Path, image_size: int | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
