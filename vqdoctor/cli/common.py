@@ -14,7 +14,7 @@ from vqdoctor.options import AnalysisOptions, DataOptions
 
 LatentsOpt = Annotated[Optional[Path], typer.Option("--latents", help="Vectors that reach the quantizer: .npy .npz .safetensors .pt, (N, d) or (B, d, H, W) / (B, T, d) with --channel-axis.", rich_help_panel="Data")]
 ChannelAxisOpt = Annotated[Optional[int], typer.Option("--channel-axis", help="Axis of the channels in the latents or the encoder output (1 for B×d×H×W, -1 for B×T×d).", rich_help_panel="Data")]
-InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data the encoder takes: .npy/.npz (labels under y/labels), an image folder (class = sub-folder), .pt/.safetensors.", rich_help_panel="Data")]
+InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data the encoder takes: .npy/.npz (labels under y/labels), an image or audio folder (class = first-level sub-folder), a manifest .csv/.jsonl (path,label), .pt/.safetensors.", rich_help_panel="Data")]
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="One mode id per input (.npy). Without labels, modes are inferred by clustering.", rich_help_panel="Data")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize the images of an --inputs folder to N x N (RGB/grey scaled to [0, 1]); without it all images must share one size.", rich_help_panel="Data")]
 ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
