@@ -100,7 +100,8 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
 
 def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> Encoder | None:
     if data.model is not None:
-        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device)
+        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device,
+                                    kwargs=dict(data.model_args))
     if data.encoder is not None:
         return encoder_from_file(data.encoder, device=device)
     return encoder_from_metadata(ckpt, device=device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class DataOptions:
     clip_seconds: float | None = None  # cut / zero-pad the clips of an audio folder to this length
     sample_rate: int | None = None  # resample audio clips to this rate (Hz); None: the clips' own (one rate)
     model: str | None = None  # "pkg.module:factory" or "path/file.py:factory"
+    model_args: tuple[tuple[str, Any], ...] = ()  # keyword arguments for the model factory, in order
     encoder: Path | None = None  # TorchScript or torch.export (.pt2) file
     encode_method: str | None = None  # attribute/method of the model that encodes
     allow_globals: tuple[str, ...] = ()  # extra pickle globals the user trusts

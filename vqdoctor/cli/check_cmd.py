@@ -42,6 +42,7 @@ from vqdoctor.cli.common import (
     MaxVectorsOpt,
     MetricOpt,
     MinCountOpt,
+    ModelArgOpt,
     ModelOpt,
     ModesOpt,
     SampleRateOpt,
@@ -142,6 +143,7 @@ def check_command(
     clip_seconds: ClipSecondsOpt = None,
     sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
@@ -178,7 +180,7 @@ def check_command(
     Exit codes: 0 all checks passed; 1 a check failed; 2 usage or input error. See docs/ci.md.
     """
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, model_arg=model_arg, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, batch_size=batch_size, device=device,
         max_vectors=max_vectors,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keyword
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +22,7 @@ ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resiz
 ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
 SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", help="Resample every clip of an --inputs audio folder to this rate in Hz (polyphase filter); without it all clips must share one rate.", rich_help_panel="Data")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
+ModelArgOpt = Annotated[Optional[list[str]], typer.Option("--model-arg", metavar="NAME=VALUE", help="A keyword argument for the --model factory; the value is read as an int, float, true/false, none, or else a string (quote it, '\"8\"', to keep a number a string). Repeatable.", rich_help_panel="Encoder")]
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
 AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Let a pickle use this plain-data type; only the allow-list of docs/security.md (e.g. argparse.Namespace, datetime.datetime, numpy.dtype). Repeatable.", rich_help_panel="Checkpoint")]
@@ -89,6 +92,7 @@ def check_ranges(*pairs: tuple[str, float | None]) -> None:
 def data_options(
     *, latents: Path | None, channel_axis: int | None, inputs: Path | None, labels: Path | None,
     model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
+    model_arg: list[str] | None = None,
     nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, sample_rate: int | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
 ) -> DataOptions:
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
@@ -104,8 +108,12 @@ def data_options(
         raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
     if model is not None and encoder is not None:
         raise UsageError("Pass either --model or --encoder, not both.")
+    if model_arg and model is None:
+        raise UsageError(f"--model-arg {model_arg[0]!r} was given without --model: it is passed to the model factory.",
+                         "Add --model pkg.module:factory (or path/file.py:factory), or drop --model-arg.")
     return DataOptions(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
+        model_args=parse_model_args(model_arg),
         encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting, image_size=image_size, clip_seconds=clip_seconds,
         sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
     )
@@ -153,3 +161,41 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if i >= n:
         raise UsageError(f"--shard {text!r} asks for slice {i} of {n}, but slices are numbered 0..{n - 1}.", hint)
     return i, n
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,4000}")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def parse_model_args(texts: list[str] | None) -> tuple[tuple[str, object], ...]:
+    """``--model-arg NAME=VALUE`` options -> ``((name, value), ...)`` in order; see :func:`parse_model_value`."""
+    out: dict[str, object] = {}
+    for text in texts or ():
+        name, sep, raw = text.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or keyword.iskeyword(name):
+            raise UsageError(f"--model-arg {text[:80]!r} is not NAME=VALUE with NAME a Python identifier.",
+                             "Pass e.g. --model-arg channels=64 --model-arg name=vqgan (one option per argument).")
+        if name in out:
+            raise UsageError(f"--model-arg {name} is given twice ({out[name]!r} and {raw.strip()[:40]!r}).",
+                             "Pass each factory argument once.")
+        out[name] = parse_model_value(raw)
+    return tuple(out.items())
+
+
+def parse_model_value(raw: str) -> object:
+    """An int, a float, true/false (any case) as a bool, none/null as None, a quoted text as that
+    text; anything else the text itself (stripped)."""
+    text = raw.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    if _INT_TEXT.fullmatch(text):
+        return int(text)
+    if _FLOAT_TEXT.fullmatch(text):
+        return float(text)
+    return text

@@ -37,6 +37,7 @@ from vqdoctor.cli.common import (
     LatentsOpt,
     MaxVectorsOpt,
     MetricOpt,
+    ModelArgOpt,
     ModelOpt,
     ModesOpt,
     NestingOpt,
@@ -167,10 +168,10 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
 
 
 def _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting, batch_size,
-          device, max_vectors, *, sample_rate=None) -> DataOptions:
+          device, max_vectors, *, sample_rate=None, model_arg=None) -> DataOptions:
     return data_options(latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model,
                         encoder=encoder, encode_method=encode_method, allow_global=allow_global, nesting=nesting,
-                        sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors)
+                        sample_rate=sample_rate, model_arg=model_arg, batch_size=batch_size, device=device, max_vectors=max_vectors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +191,7 @@ def kmeans_command(
     clip_seconds: ClipSecondsOpt = None,
     sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     encoder_from: Annotated[Optional[Path], typer.Option("--encoder-from", help="A pretrained checkpoint (e.g. the autoencoder trained without VQ): its encoder is copied into the output (matched by key) and the codebook is fitted on its outputs.", rich_help_panel="Encoder")] = None,
@@ -214,7 +216,7 @@ def kmeans_command(
     """Re-initialise codebooks by k-means (k = codebook size) on the encoder's outputs; with
     --encoder-from, write the paper's model: the pretrained encoder plus the k-means codebook."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors, sample_rate=sample_rate)
+                 batch_size, device, max_vectors, sample_rate=sample_rate, model_arg=model_arg)
     check_ranges(("--seed", seed), ("--iters", iters), ("--memory-budget-mb", memory_budget_mb))
 
     err = Console(stderr=True)
@@ -247,6 +249,7 @@ def revive_command(
     clip_seconds: ClipSecondsOpt = None,
     sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
@@ -267,7 +270,7 @@ def revive_command(
 ) -> None:
     """Replace only the dead codes with centroids of the worst-served regions; live codes stay bit-exact."""
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors, sample_rate=sample_rate)
+                 batch_size, device, max_vectors, sample_rate=sample_rate, model_arg=model_arg)
     check_ranges(("--seed", seed), ("--iters", iters), ("--min-count", min_count), ("--memory-budget-mb", memory_budget_mb))
 
     err = Console(stderr=True)
@@ -297,6 +300,7 @@ def simvq_command(
     clip_seconds: ClipSecondsOpt = None,
     sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
@@ -319,7 +323,7 @@ def simvq_command(
     if layout not in ("vqp", "official"):
         raise UsageError(f"--layout {layout!r} is not one of vqp, official.")
     data = _data(latents, channel_axis, inputs, labels, image_size, clip_seconds, model, encoder, encode_method, allow_global, nesting,
-                 batch_size, device, max_vectors, sample_rate=sample_rate)
+                 batch_size, device, max_vectors, sample_rate=sample_rate, model_arg=model_arg)
     check_ranges(("--seed", seed), ("--memory-budget-mb", memory_budget_mb))
 
     def fix(state, stack: Stack, lat: api.Latents | None) -> FixResult:

@@ -26,6 +26,7 @@ from vqdoctor.cli.common import (
     MaxVectorsOpt,
     MetricOpt,
     MinCountOpt,
+    ModelArgOpt,
     ModelOpt,
     ModesOpt,
     NestingOpt,
@@ -69,6 +70,7 @@ def inspect_command(
     clip_seconds: ClipSecondsOpt = None,
     sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
@@ -95,7 +97,7 @@ def inspect_command(
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, model_arg=model_arg, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
         max_vectors=max_vectors, shard=parse_shard(shard),
     )

@@ -25,6 +25,7 @@ from vqdoctor.cli.common import (
     LatentsOpt,
     MaxVectorsOpt,
     MinCountOpt,
+    ModelArgOpt,
     ModelOpt,
     NestingOpt,
     SampleRateOpt,
@@ -52,6 +53,7 @@ def trend_command(
     clip_seconds: ClipSecondsOpt = None,
     sample_rate: SampleRateOpt = None,
     model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
     allow_global: AllowGlobalOpt = None,
@@ -80,7 +82,7 @@ def trend_command(
     check_outputs(("--json", json_out), ("--csv", csv_out), ("--plot", plot))
     data = data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size,
-        clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, encoder=encoder, encode_method=encode_method,
+        clip_seconds=clip_seconds, sample_rate=sample_rate, model=model, model_arg=model_arg, encoder=encoder, encode_method=encode_method,
         allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device, max_vectors=max_vectors,
     )
     analysis = analysis_options(codebook=codebook, min_count=min_count, subsample=subsample, projection="none",
