@@ -254,10 +254,11 @@ def _encode_call(model: nn.Module, spec: str, method: str | None) -> tuple[Calla
         if not callable(call):
             raise EncoderError(f"--model {spec!r}: the model has no method or submodule {method!r}")
         return call, method
-    if callable(getattr(model, "encode", None)):
-        return model.encode, "encode"
-    if isinstance(getattr(model, "encoder", None), nn.Module):
-        return model.encoder, "encoder"
+    encode, encoder = getattr(model, "encode", None), getattr(model, "encoder", None)
+    if callable(encode):
+        return encode, "encode"
+    if isinstance(encoder, nn.Module):
+        return encoder, "encoder"
     raise EncoderError(
         f"--model {spec!r}: the model has neither an 'encode' method nor an 'encoder' submodule",
         "name the method that maps inputs to latents with --encode-method",

@@ -125,7 +125,7 @@ def _read_wav_frames(file: Path, *, limit: int | None) -> tuple[np.ndarray, int,
 def soundfile_module() -> Any:
     """The ``soundfile`` module, or None when it is not installed (or libsndfile is missing)."""
     try:
-        import soundfile
+        import soundfile  # type: ignore[import-untyped]
     except (ImportError, OSError):  # OSError: the package is there but libsndfile is not
         return None
     return soundfile
@@ -231,7 +231,7 @@ def resample(x: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
             f"Cannot resample {from_sr} Hz to {to_sr} Hz: the ratio reduces to {up}/{down}, whose terms are over "
             f"{MAX_RESAMPLE_TERM:,} (the filter would be too long).",
             hint="Resample the clips to a rate with a simpler ratio first (e.g. with sox or ffmpeg).")
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # type: ignore[import-untyped]
 
     return resample_poly(np.asarray(x, dtype=np.float32), up, down, axis=-1).astype(np.float32)
 
