@@ -131,7 +131,7 @@ def inspect(
     elif inputs is not None or data.inputs is not None:
         inp_src = inputs_source(inputs if inputs is not None else data.inputs,
                                 labels=labels if labels is not None else data.labels,
-                                image_size=data.image_size, clip_seconds=data.clip_seconds)
+                                image_size=data.image_size, clip_seconds=data.clip_seconds, sample_rate=data.sample_rate)
         enc = _encoder(encoder, data.channel_axis) if encoder is not None else None
     else:
         raise UsageError("labels were given without data.", "Pass latents=... or inputs=... with encoder=....")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 METRICS = ("auto", "euclidean", "cosine")  # --metric: how codes are compared (auto: layout, config, codes)
 
@@ -20,7 +21,9 @@ class DataOptions:
     labels: Path | None = None  # one mode id per input (.npy), or taken from the npz / folder
     image_size: int | None = None  # resize images of an image folder to image_size x image_size
     clip_seconds: float | None = None  # cut / zero-pad the clips of an audio folder to this length
+    sample_rate: int | None = None  # resample audio clips to this rate (Hz); None: the clips' own (one rate)
     model: str | None = None  # "pkg.module:factory" or "path/file.py:factory"
+    model_args: tuple[tuple[str, Any], ...] = ()  # keyword arguments for the model factory, in order
     encoder: Path | None = None  # TorchScript or torch.export (.pt2) file
     encode_method: str | None = None  # attribute/method of the model that encodes
     allow_globals: tuple[str, ...] = ()  # extra pickle globals the user trusts

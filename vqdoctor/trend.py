@@ -226,7 +226,7 @@ def _shared_sources(data: DataOptions) -> tuple[LatentSource | None, InputSource
         return open_latents(data.latents, channel_axis=data.channel_axis, labels=data.labels), None
     if data.inputs is not None:
         return None, open_inputs(data.inputs, labels=data.labels, image_size=data.image_size,
-                                 clip_seconds=data.clip_seconds)
+                                 clip_seconds=data.clip_seconds, sample_rate=data.sample_rate)
     return None, None
 
 

@@ -65,15 +65,19 @@ def test_clip_seconds_cuts_and_pads(tmp_path):
     assert float(batch[1, 0, 400:].abs().max()) == 0.0  # the short clip (sorted second) is zero-padded
 
 
-def test_mixed_sample_rates_are_refused(tmp_path):
+def test_mixed_sample_rates_are_refused_naming_each_rate(tmp_path):
     _write(tmp_path / "a.wav", _tone(440), rate=16000)
     _write(tmp_path / "b.wav", _tone(440), rate=24000)
-    src = open_inputs(tmp_path, clip_seconds=0.01)
-    with pytest.raises(DataError, match="24000 Hz"):
-        next(src.batches(8))
+    with pytest.raises(DataError, match=r"2 sample rates: 16000 Hz \(1 clip\(s\), e\.g\. .*a\.wav\); 24000 Hz") as err:
+        open_inputs(tmp_path, clip_seconds=0.01)
+    assert "--sample-rate" in err.value.hint
+    src = open_inputs(tmp_path, clip_seconds=0.01, sample_rate=8000)  # both resampled to 8 kHz
+    batch, _ = next(src.batches(8))
+    assert batch.shape == (2, 1, 80)
 
 
 def test_options_for_the_wrong_kind_of_folder(tmp_path):
     _write(tmp_path / "a.wav", _tone(440))
     with pytest.raises(UsageError, match="--image-size"):
         open_inputs(tmp_path, image_size=8)
+

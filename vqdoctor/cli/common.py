@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import keyword
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -23,11 +25,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 LatentsOpt = Annotated[Optional[Path], typer.Option("--latents", help="Vectors that reach the quantizer: .npy .npz .safetensors .pt, (N, d) or (B, d, H, W) / (B, T, d) with --channel-axis.", rich_help_panel="Data")]
 ChannelAxisOpt = Annotated[Optional[int], typer.Option("--channel-axis", help="Axis of the channels in the latents or the encoder output (1 for B×d×H×W, -1 for B×T×d).", rich_help_panel="Data")]
-InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data the encoder takes: .npy/.npz (labels under y/labels), an image folder (class = sub-folder), .pt/.safetensors.", rich_help_panel="Data")]
+InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data the encoder takes: .npy/.npz (labels under y/labels), an image or audio folder (class = first-level sub-folder), a manifest .csv/.jsonl (path,label), .pt/.safetensors.", rich_help_panel="Data")]
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="One mode id per input (.npy). Without labels, modes are inferred by clustering.", rich_help_panel="Data")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize the images of an --inputs folder to N x N (RGB/grey scaled to [0, 1]); without it all images must share one size.", rich_help_panel="Data")]
-ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every .wav clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
+ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
+SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", help="Resample every clip of an --inputs audio folder to this rate in Hz (polyphase filter); without it all clips must share one rate.", rich_help_panel="Data")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
+ModelArgOpt = Annotated[Optional[list[str]], typer.Option("--model-arg", metavar="NAME=VALUE", help="A keyword argument for the --model factory; the value is read as an int, float, true/false, none, or else a string (quote it, '\"8\"', to keep a number a string). Repeatable.", rich_help_panel="Encoder")]
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
 AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", help="Let a pickle use this plain-data type; only the allow-list of docs/security.md (e.g. argparse.Namespace, datetime.datetime, numpy.dtype). Repeatable.", rich_help_panel="Checkpoint")]
@@ -59,6 +63,7 @@ FLAG_RANGES: dict[str, tuple[float, float]] = {
     "--max-vectors": (1, 2**62),
     "--image-size": (1, 5792),  # 5792^2 <= vqdoctor.io.media.MAX_IMAGE_PIXELS
     "--clip-seconds": (1e-3, 3600.0),
+    "--sample-rate": (1, 1_000_000),
     "--memory-budget-mb": (1, 2**20),
     "--iters": (0, 10**6),
     # vqdoctor check thresholds: shares in 0..1, counts and ratios non-negative
@@ -95,10 +100,12 @@ def check_ranges(*pairs: tuple[str, float | None]) -> None:
 def data_options(
     *, latents: Path | None, channel_axis: int | None, inputs: Path | None, labels: Path | None,
     model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
-    nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
+    model_arg: list[str] | None = None,
+    nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, sample_rate: int | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
 ) -> DataOptions:
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
-                        ("--image-size", image_size), ("--clip-seconds", clip_seconds)):
+                        ("--image-size", image_size), ("--clip-seconds", clip_seconds),
+                        ("--sample-rate", sample_rate)):
         check_range(flag, value)
     check_device(device)
     if latents is not None and (model is not None or encoder is not None):
@@ -108,10 +115,14 @@ def data_options(
         raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
     if model is not None and encoder is not None:
         raise UsageError("Pass either --model or --encoder, not both.")
+    if model_arg and model is None:
+        raise UsageError(f"--model-arg {model_arg[0]!r} was given without --model: it is passed to the model factory.",
+                         "Add --model pkg.module:factory (or path/file.py:factory), or drop --model-arg.")
     return DataOptions(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
+        model_args=parse_model_args(model_arg),
         encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting, image_size=image_size, clip_seconds=clip_seconds,
-        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
+        sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
     )
 
 
@@ -168,7 +179,9 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "labels": (LabelsOpt, None),
     "image_size": (ImageSizeOpt, None),
     "clip_seconds": (ClipSecondsOpt, None),
+    "sample_rate": (SampleRateOpt, None),
     "model": (ModelOpt, None),
+    "model_arg": (ModelArgOpt, None),
     "encoder": (EncoderOpt, None),
     "encode_method": (EncodeMethodOpt, None),
     "allow_global": (AllowGlobalOpt, None),
@@ -186,7 +199,7 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "memory_budget_mb": (BudgetOpt, 256),
     "shard": (ShardOpt, None),
 }
-DATA_NAMES = ("latents", "channel_axis", "inputs", "labels", "image_size", "clip_seconds", "model", "encoder",
+DATA_NAMES = ("latents", "channel_axis", "inputs", "labels", "image_size", "clip_seconds", "sample_rate", "model", "model_arg", "encoder",
               "encode_method", "allow_global", "nesting", "device", "batch_size", "max_vectors", "shard")
 
 
@@ -238,3 +251,41 @@ def shared_options(*, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,4000}")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def parse_model_args(texts: list[str] | None) -> tuple[tuple[str, object], ...]:
+    """``--model-arg NAME=VALUE`` options -> ``((name, value), ...)`` in order; see :func:`parse_model_value`."""
+    out: dict[str, object] = {}
+    for text in texts or ():
+        name, sep, raw = text.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier() or keyword.iskeyword(name):
+            raise UsageError(f"--model-arg {text[:80]!r} is not NAME=VALUE with NAME a Python identifier.",
+                             "Pass e.g. --model-arg channels=64 --model-arg name=vqgan (one option per argument).")
+        if name in out:
+            raise UsageError(f"--model-arg {name} is given twice ({out[name]!r} and {raw.strip()[:40]!r}).",
+                             "Pass each factory argument once.")
+        out[name] = parse_model_value(raw)
+    return tuple(out.items())
+
+
+def parse_model_value(raw: str) -> object:
+    """An int, a float, true/false (any case) as a bool, none/null as None, a quoted text as that
+    text; anything else the text itself (stripped)."""
+    text = raw.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    if _INT_TEXT.fullmatch(text):
+        return int(text)
+    if _FLOAT_TEXT.fullmatch(text):
+        return float(text)
+    return text

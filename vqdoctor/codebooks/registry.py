@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from vqdoctor.codebooks.detectors import dac, ema, free, moshi, normema, plain, product, simvq
+from vqdoctor.codebooks.detectors import dac, ema, free, moshi, normema, plain, product, simvq, videogpt
 from vqdoctor.codebooks.detectors._metric import WARNINGS, from_codes
 from vqdoctor.codebooks.detectors._util import natural_key
 from vqdoctor.codebooks.detectors.base import Detector
@@ -37,6 +37,7 @@ DETECTORS: tuple[Detector, ...] = (
     ema.encodec,
     ema.hf_encodec,
     normema.norm_ema,  # before taming-ema: the same embedding.{weight,cluster_size,embed_avg} plus initted
+    videogpt.videogpt,  # VideoGPT / TATS / ESM3: embeddings with N and z_avg buffers
     # factorized and product quantizers
     dac.dac,
     product.wav2vec2,

@@ -20,15 +20,23 @@ Raw inputs (:func:`open_inputs`, CLI ``--inputs``)
 - ``.npy``/``.npz`` arrays ``(N, ...)`` (npz: the single array or ``key`` / ``x`` / ``inputs`` /
   ``images`` / ``data``; labels under ``y`` / ``labels``), ``.safetensors`` and ``.pt`` tensors
   (same keys). Values are passed on as float32, unscaled.
-- An image folder: one sub-folder per class (class = sub-folder name, sorted), or images directly in
-  the folder (no labels). ``.png .jpg .jpeg .bmp .gif .webp .tif .tiff``, decoded with Pillow,
+- An image folder: one sub-folder per class (class = the first-level sub-folder's name, sorted;
+  its images are found recursively, at any depth, sorted by path), or images directly in the
+  folder (no labels). Names starting with ``.`` are skipped; links to folders are not followed. ``.png .jpg .jpeg .bmp .gif .webp .tif .tiff``, decoded with Pillow,
   scaled to ``[0, 1]``, CHW. Grayscale when the first image is grayscale, else RGB. With
   ``image_size`` every image is resized to ``image_size x image_size``; without, all must share the
   first image's size.
-- An audio folder (what audio codecs are fed): ``.wav`` clips (PCM 8/16/24/32-bit), one sub-folder
-  per class or directly in the folder, mixed to mono, as ``(1, T)`` float32 in ``[-1, 1]``. All
-  clips must share one sample rate (no resampling); with ``clip_seconds`` every clip is cut or
-  zero-padded to that length, without it all must share the first clip's length.
+- An audio folder (what audio codecs are fed): ``.wav .flac .ogg`` clips, class sub-folders as
+  for images (nested too) or directly in the folder, mixed to mono (mean of the channels), as ``(1, T)`` float32 in
+  ``[-1, 1]``. Decoded by ``soundfile`` when installed (the ``audio`` extra: every PCM width, float
+  WAV, FLAC, OGG), else WAV PCM 8/16/24/32-bit by the standard library (FLAC/OGG then name the
+  extra). With ``sample_rate`` every clip is resampled to it (polyphase filter,
+  :func:`vqdoctor.io.media.resample`); without, all clips must share one rate (an error names the
+  rates). With ``clip_seconds`` every clip is cut or zero-padded to that length (at the target
+  rate), without it all must share the first clip's length.
+- A manifest (``.csv`` with a ``path`` and optional ``label`` column, or ``.jsonl`` objects with
+  ``path`` and optional ``label``) listing image files or audio clips, read as above; paths are
+  relative to the manifest's folder and may not leave it (see ``vqdoctor/io/manifest.py``).
 Labels (``labels=`` / CLI ``--labels``): ``.npy`` of ints or strings (strings are mapped to ids in
 sorted order, names kept), or UTF-8 ``.txt`` with one label per line; their count must match the
 data. Integer labels that are not ``0..M-1`` are remapped with ``np.unique`` (names keep the values),
@@ -53,7 +61,8 @@ import torch
 
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.io.headers import open_npy
-from vqdoctor.io.media import decode_image, read_wav
+from vqdoctor.io.manifest import MANIFEST_SUFFIXES, label_values, read_manifest
+from vqdoctor.io.media import AUDIO_SUFFIXES, audio_info, decode_image, read_audio, resample, resampled_length
 from vqdoctor.io.npz import (
     NPZ_ERRORS,
     CompressedMember,
@@ -65,7 +74,6 @@ from vqdoctor.io.safe_pickle import safe_torch_load
 
 LATENT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-AUDIO_SUFFIXES = (".wav",)
 LABEL_KEYS = ("y", "labels")
 LATENT_KEYS = ("latents", "z", "x")
 INPUT_KEYS = ("x", "inputs", "images", "data")
@@ -169,28 +177,32 @@ class _ImageRows(_Rows):
 
 
 class _AudioRows(_Rows):
-    """PCM WAV clips as (1, clip) float32 in [-1, 1], channels mixed to mono, each clip cut to (or
-    zero-padded to) ``clip`` samples."""
+    """Audio clips as (1, clip) float32 in [-1, 1]: channels mixed to mono (mean), each clip
+    resampled from its own rate (``rates``, one per file) to ``rate``, then cut to (or zero-padded
+    to) ``clip`` samples."""
 
-    def __init__(self, files: list[Path], *, clip: int, rate: int) -> None:
-        self.files, self.clip, self.rate = files, clip, rate
+    def __init__(self, files: list[Path], *, clip: int, rate: int, rates: list[int]) -> None:
+        self.files, self.clip, self.rate, self.rates = files, clip, rate, rates
         self.shape = (len(files), 1, clip)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        return torch.stack([self._load(f) for f in self.files[start:stop]]) if stop > start else (
-            torch.empty((0, *self.shape[1:])))
+        return torch.stack([self._load(f, r) for f, r in zip(self.files[start:stop], self.rates[start:stop])]) if (
+            stop > start) else torch.empty((0, *self.shape[1:]))
 
-    def _load(self, file: Path) -> torch.Tensor:
-        frames, rate, _ = _read_wav(file, limit=self.clip)
-        if rate != self.rate:
-            raise DataError(f"{file} is sampled at {rate} Hz but the first clip at {self.rate} Hz.",
-                            hint="Resample the clips to one rate first; vqdoctor does not resample.")
+    def _load(self, file: Path, src_rate: int) -> torch.Tensor:
+        # a resampled clip reads a few source frames past the cut so the filter's tail is real data
+        limit = self.clip if src_rate == self.rate else math.ceil(self.clip * src_rate / self.rate) + _RESAMPLE_MARGIN
+        frames, rate, _ = read_audio(file, limit=limit)
+        if rate != src_rate:
+            raise DataError(f"{file} is now sampled at {rate} Hz but was {src_rate} Hz when the folder was opened.",
+                            hint="Was it modified while vqdoctor read it?")
+        mono = resample(frames.mean(1), rate, self.rate)[: self.clip]
         out = torch.zeros(1, self.clip)
-        out[0, : frames.shape[0]] = torch.from_numpy(frames[: self.clip])
+        out[0, : mono.shape[0]] = torch.from_numpy(np.ascontiguousarray(mono))
         return out
 
 
-_read_wav = read_wav
+_RESAMPLE_MARGIN = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,21 +404,30 @@ def open_inputs(
     image_size: int | None = None,
     clip_seconds: float | None = None,
     key: str | None = None,
+    sample_rate: int | None = None,
 ) -> InputSource:
     """Open raw inputs: an array file, an image folder or an audio folder (see the module docstring)."""
     path = Path(path)
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise UsageError(f"image_size must be a positive integer, got {image_size!r}.")
-    if path.is_dir():
-        rows, file_labels = _open_folder(path, image_size=image_size, clip_seconds=clip_seconds)
+    if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate < 1):
+        raise UsageError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}.")
+    if path.is_dir() or path.suffix.lower() in MANIFEST_SUFFIXES:
+        if not path.is_dir():
+            _check_file(path, MANIFEST_SUFFIXES, "manifest")
+        opener = _open_folder if path.is_dir() else _open_manifest
+        rows, file_labels = opener(path, image_size=image_size, clip_seconds=clip_seconds, sample_rate=sample_rate)
     else:
-        _check_file(path, LATENT_SUFFIXES, "inputs")
+        _check_file(path, (*LATENT_SUFFIXES, *MANIFEST_SUFFIXES), "inputs")
         if image_size is not None:
             raise UsageError(f"--image-size applies to image folders, but {path} is an array file.",
                              hint="Drop --image-size, or resize the arrays yourself.")
         if clip_seconds is not None:
             raise UsageError(f"--clip-seconds applies to audio folders, but {path} is an array file.",
                              hint="Drop --clip-seconds, or cut the arrays yourself.")
+        if sample_rate is not None:
+            raise UsageError(f"--sample-rate applies to audio folders, but {path} is an array file.",
+                             hint="Drop --sample-rate, or resample the arrays yourself (vqdoctor.io.media.resample).")
         rows, file_labels = _open_rows(path, key=key, preferred=INPUT_KEYS, what="inputs")
         if len(rows.shape) < 1 or math.prod(rows.shape) == 0:
             raise DataError(f"Inputs in {path} are empty (shape {rows.shape}).", hint="Point at a file with data.")
@@ -610,75 +631,124 @@ def _check_numeric(path: Path, dtype: np.dtype, what: str) -> None:
 
 def _class_folder(path: Path, suffixes: Sequence[str], what: str
                   ) -> tuple[list[Path], tuple[np.ndarray, list[str]] | None]:
-    """The files of a folder with one sub-folder per class (class = sub-folder name, sorted), or
-    with the files directly in it (no labels)."""
+    """The files of a folder with one sub-folder per class (class = first-level sub-folder name,
+    sorted; its files found recursively, sorted by relative path), or with the files directly in it
+    (no labels). Names starting with '.' (hidden files and folders) are skipped; links to folders
+    are not followed."""
 
-    def media(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    def media(folder: Path, recursive: bool) -> list[Path]:
+        found = folder.rglob("*") if recursive else folder.iterdir()
+        return sorted((p for p in found if p.suffix.lower() in suffixes and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+                      key=lambda p: p.relative_to(folder).parts)
 
-    top = media(path)
-    classes = [d for d in sorted(path.iterdir()) if d.is_dir() and media(d)]
-    if top and classes:
+    top = media(path, False)
+    per_class = [(d, media(d, True)) for d in sorted(path.iterdir())
+                 if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")]
+    per_class = [(d, files) for d, files in per_class if files]
+    if top and per_class:
         raise DataError(
-            f"{path} holds {what} both directly and in sub-folders ({', '.join(d.name for d in classes[:3])}); "
+            f"{path} holds {what} both directly and in sub-folders ({', '.join(d.name for d, _ in per_class[:3])}); "
             "vqdoctor cannot tell which are classes.",
             hint="Put every file in a class sub-folder, or all of them directly in the folder.",
         )
-    if not classes:
+    if not per_class:
         return top, None
-    files = [f for d in classes for f in media(d)]
-    ids = np.concatenate([np.full(len(media(d)), i, dtype=np.int64) for i, d in enumerate(classes)])
-    return files, (ids, [d.name for d in classes])
+    files = [f for _, fs in per_class for f in fs]
+    ids = np.concatenate([np.full(len(fs), i, dtype=np.int64) for i, (_, fs) in enumerate(per_class)])
+    return files, (ids, [d.name for d, _ in per_class])
 
 
 def _has(path: Path, suffixes: Sequence[str]) -> bool:
     return any(p.suffix.lower() in suffixes for p in path.rglob("*") if p.is_file())
 
 
-def _open_folder(path: Path, *, image_size: int | None, clip_seconds: float | None
+def _open_folder(path: Path, *, image_size: int | None, clip_seconds: float | None, sample_rate: int | None
                  ) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
-    if _has(path, AUDIO_SUFFIXES) and not _has(path, IMAGE_SUFFIXES):
+    audio = _has(path, AUDIO_SUFFIXES) and not _has(path, IMAGE_SUFFIXES)
+    if audio:
+        files, file_labels = _class_folder(path, AUDIO_SUFFIXES, "audio clips")
+    else:
+        files, file_labels = _class_folder(path, IMAGE_SUFFIXES, "images")
+        if not files:
+            raise DataError(
+                f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) or audio clips ({', '.join(AUDIO_SUFFIXES)}), "
+                "directly or in sub-folders.",
+                hint="Point at an image or audio folder (one sub-folder per class), a manifest or an array file.")
+    return _open_media(path, files, audio=audio, image_size=image_size, clip_seconds=clip_seconds,
+                       sample_rate=sample_rate), file_labels
+
+
+def _open_manifest(path: Path, *, image_size: int | None, clip_seconds: float | None, sample_rate: int | None
+                   ) -> tuple[_Rows, tuple[np.ndarray, list[str] | None] | None]:
+    files, labels = read_manifest(path)
+    kinds = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES}
+    kind = next((k for k, suffixes in kinds.items() if files[0].suffix.lower() in suffixes), None)
+    odd = next((i for i, f in enumerate(files) if kind is None or f.suffix.lower() not in kinds[kind]), None)
+    if odd is not None:
+        allowed = ", ".join(kinds[kind]) if kind else ", ".join(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
+        raise DataError(f"Manifest {path}: entry {odd + 1} ({files[odd]}) is not "
+                        f"{'an ' + kind + ' file' if kind else 'an image or audio file'} ({allowed}).",
+                        hint="List only images, or only audio clips, in one manifest.")
+    rows = _open_media(path, files, audio=kind == "audio", image_size=image_size, clip_seconds=clip_seconds,
+                       sample_rate=sample_rate)
+    return rows, (_normalise_labels(path, label_values(labels)) if labels is not None else None)
+
+
+def _open_media(path: Path, files: list[Path], *, audio: bool, image_size: int | None, clip_seconds: float | None,
+                sample_rate: int | None) -> _Rows:
+    if audio:
         if image_size is not None:
-            raise UsageError(f"--image-size applies to image folders, but {path} holds audio clips.",
-                             hint="Use --clip-seconds for audio.")
-        return _open_audio_folder(path, clip_seconds)
-    if clip_seconds is not None:
-        raise UsageError(f"--clip-seconds applies to folders of .wav clips, but {path} is not one.",
-                         hint="Drop --clip-seconds, or point at a folder of .wav files.")
-    return _open_image_folder(path, image_size)
+            raise UsageError(f"--image-size applies to images, but {path} holds audio clips.",
+                             hint="Use --clip-seconds and --sample-rate for audio.")
+        return _open_audio(files, clip_seconds, sample_rate)
+    for flag, value in (("--clip-seconds", clip_seconds), ("--sample-rate", sample_rate)):
+        if value is not None:
+            raise UsageError(f"{flag} applies to audio clips ({', '.join(AUDIO_SUFFIXES)}), but {path} holds images.",
+                             hint=f"Drop {flag}, or point at a folder (or manifest) of audio clips.")
+    return _open_images(files, image_size)
 
 
-def _open_audio_folder(path: Path, clip_seconds: float | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
-    files, file_labels = _class_folder(path, AUDIO_SUFFIXES, "audio clips")
-    _, rate, total = _read_wav(files[0], limit=0)
+def _open_audio(files: list[Path], clip_seconds: float | None, sample_rate: int | None) -> _Rows:
+    headers = [audio_info(f) for f in files]  # (rate, frames, channels), headers only
+    rates = [h[0] for h in headers]
+    rate = sample_rate if sample_rate is not None else _common_rate(files, rates)
     if clip_seconds is not None:
         if clip_seconds <= 0:
             raise UsageError(f"--clip-seconds must be positive, got {clip_seconds}.")
         clip = max(1, round(clip_seconds * rate))
     else:
-        lengths = {f: _read_wav(f, limit=0)[2] for f in files}
-        clip = total
-        odd = next((f for f, n in lengths.items() if n != total), None)
+        lengths = [resampled_length(h[1], h[0], rate) for h in headers]
+        clip = lengths[0]
+        odd = next((i for i, n in enumerate(lengths) if n != clip), None)
         if odd is not None:
+            at = f" at {rate} Hz" if len(set(rates)) > 1 or rates[0] != rate else ""
             raise DataError(
-                f"Audio clips differ in length ({files[0]}: {total} samples, {odd}: {lengths[odd]}).",
+                f"Audio clips differ in length{at} ({files[0]}: {clip} samples, {files[odd]}: {lengths[odd]}).",
                 hint="Pass --clip-seconds S to cut (or zero-pad) every clip to S seconds.",
             )
-    return _AudioRows(files, clip=clip, rate=rate), file_labels
+    return _AudioRows(files, clip=clip, rate=rate, rates=rates)
 
 
-def _open_image_folder(path: Path, image_size: int | None) -> tuple[_Rows, tuple[np.ndarray, list[str]] | None]:
-    files, file_labels = _class_folder(path, IMAGE_SUFFIXES, "images")
-    if not files:
-        raise DataError(
-            f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) or audio clips ({', '.join(AUDIO_SUFFIXES)}), "
-            "directly or in sub-folders.",
-            hint="Point at an image or audio folder (one sub-folder per class) or an array file.")
+def _common_rate(files: list[Path], rates: list[int]) -> int:
+    """The clips' one sample rate; several rates are a DataError naming each (with a file)."""
+    first: dict[int, Path] = {}
+    for f, r in zip(files, rates):
+        first.setdefault(r, f)
+    if len(first) == 1:
+        return rates[0]
+    shown = "; ".join(f"{r} Hz ({sum(1 for x in rates if x == r)} clip(s), e.g. {f})" for r, f in sorted(first.items()))
+    raise DataError(f"The audio clips have {len(first)} sample rates: {shown}.",
+                    hint="Pass --sample-rate R to resample every clip to R Hz (polyphase filter), e.g. the rate "
+                    "the model was trained at.")
+
+
+def _open_images(files: list[Path], image_size: int | None) -> _Rows:
     mode, size = decode_image(files[0])
     gray = mode in _GRAY_MODES
     if image_size is not None:
         size = (image_size, image_size)
-    return _ImageRows(files, gray=gray, size=size, resize=image_size is not None), file_labels
+    return _ImageRows(files, gray=gray, size=size, resize=image_size is not None)
 
 
 __all__ = ["InputSource", "LatentSource", "load_labels", "open_inputs", "open_latents"]

@@ -5,8 +5,10 @@ Four ways, each returning an :class:`Encoder` (a function from an input batch to
 - :func:`encoder_from_metadata`: the checkpoint describes its own encoder (``vqdoctor.arch``
   metadata, the shipped samples); vqdoctor rebuilds it and loads the ``encoder.*`` tensors strictly.
 - :func:`encoder_from_factory`: ``--model pkg.module:factory`` or ``path/to/file.py:factory``, the
-  user's own trusted code returning an ``nn.Module``; the checkpoint's matching tensors are loaded
-  into it (strict=False, with missing / unexpected keys reported in ``Encoder.notes``).
+  user's own trusted code returning an ``nn.Module``, called with the ``--model-arg k=v`` keyword
+  arguments; the checkpoint's tensors are loaded into it by key (strict=False, with missing /
+  unexpected keys reported in ``Encoder.notes``; no match at all, a shape mismatch or unloaded
+  encoder tensors are an EncoderError saying how many keys matched and which prefix differs).
 - :func:`encoder_from_file`: ``--encoder FILE``, a TorchScript file or a ``torch.export`` program
   (``.pt2``). Nothing else is ever unpickled.
 - :func:`data_from_metadata`: the data a sample was trained on (``vqdoctor.data``, relative to the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
@@ -173,21 +176,35 @@ def _load_factory(spec: str) -> Callable[[], object]:
 
 
 def encoder_from_factory(
-    spec: str, ckpt: Checkpoint, *, method: str | None, device: torch.device
+    spec: str, ckpt: Checkpoint, *, method: str | None, device: torch.device,
+    kwargs: Mapping[str, object] | None = None,
 ) -> Encoder:
-    """Build the user's model with ``spec`` (``pkg.module:factory`` or ``file.py:factory``), load the
-    checkpoint's matching tensors into it (strict=False; counts and first names of missing and
-    unexpected keys go to ``notes``) and encode with ``method``, else ``encode``, else the
+    """Build the user's model with ``spec`` (``pkg.module:factory`` or ``file.py:factory``) called
+    with ``kwargs`` (``--model-arg k=v``), load the checkpoint's tensors whose keys the model's
+    state dict has (by key, strict=False) and encode with ``method``, else ``encode``, else the
     ``encoder`` submodule. A tuple result gives its first tensor; a dict result gives the first of
-    ``DICT_KEYS`` present (else its first tensor value); notes say which."""
+    ``DICT_KEYS`` present (else its first tensor value); notes say which.
+
+    Loading is refused (EncoderError: counts, first names, and a key prefix that would make them
+    match) when no key matches, when a shape differs, or when tensors of the encode path (the
+    ``encoder`` submodule, or the submodule named by ``method``) are missing from the checkpoint;
+    other missing or unexpected keys go to ``notes``."""
+    kwargs = dict(kwargs or {})
     factory = _load_factory(spec)
+    called = f"--model {spec!r}" + (f" with {format_model_args(kwargs)}" if kwargs else "")
     try:
-        model = factory()
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise EncoderError(f"{called}: the factory raised TypeError: {exc}",
+                           f"the factory's parameters are {_signature(factory)}; pass them as --model-arg NAME=VALUE") from exc
     except Exception as exc:
-        raise EncoderError(f"--model {spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
+        raise EncoderError(f"{called}: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise EncoderError(f"--model {spec!r}: the factory returned {type(model).__name__}, not a torch nn.Module")
     notes: list[str] = []
+    if kwargs:
+        notes.append(f"the factory was called with {format_model_args(kwargs)}")
+    call, how = _encode_call(model, spec, method)
     expected = model.state_dict()
     tensors = {k: ckpt.state[k] for k in ckpt.state if k in expected}
     missing = sorted(set(expected) - set(tensors))
@@ -197,37 +214,30 @@ def encoder_from_factory(
         k = bad_shape[0]
         raise EncoderError(
             f"--model {spec!r}: {len(bad_shape)} checkpoint tensor(s) do not fit the model's shapes, "
-            f"e.g. {k!r}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+            f"e.g. {k!r}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}",
+            "build the model with the checkpoint's sizes (pass them with --model-arg NAME=VALUE)",
         )
-    if not tensors:
+    path_prefixes = _encode_path(model, method)
+    unloaded_path = [k for k in missing if k.startswith(path_prefixes)]
+    if not tensors or unloaded_path:
+        counts = (f"the checkpoint's {len(ckpt.state)} tensors match {len(tensors)} of the model's {len(expected)} keys"
+                  if tensors else f"none of the checkpoint's {len(ckpt.state)} tensors matches a key of the model")
+        gap = (f"; {len(unloaded_path)} tensors of the encode path ({', '.join(p.rstrip('.') for p in path_prefixes)}) "
+               f"would keep the weights they were built with: {_names(unloaded_path, '')}" if tensors else "")
         raise EncoderError(
-            f"--model {spec!r}: none of the checkpoint's {len(ckpt.state)} tensors matches a key of the "
-            f"model (model keys e.g. {_names(sorted(expected), '')}; checkpoint keys e.g. "
-            f"{_names(sorted(ckpt.state), '')})",
-            "the factory must build the model whose state dict the checkpoint holds",
+            f"--model {spec!r}: {counts}{gap} (model keys missing from the checkpoint e.g. {_names(missing, '')}; "
+            f"checkpoint keys not in the model e.g. {_names(unexpected, '')})",
+            _prefix_hint(sorted(expected), sorted(ckpt.state))
+            or "the factory must build the model whose state dict the checkpoint holds (same attribute names; "
+            "pass its sizes with --model-arg NAME=VALUE)",
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=False)
-    notes.append(f"loaded {len(tensors)} tensors from the checkpoint")
+    notes.append(f"loaded {len(tensors)} tensors from the checkpoint (of the model's {len(expected)})")
     if missing:
         notes.append(f"{len(missing)} model keys missing from the checkpoint (left as built): {_names(missing, '')}")
     if unexpected:
         notes.append(f"{len(unexpected)} checkpoint keys not in the model (ignored): {_names(unexpected, '')}")
     model.to(device).eval()
-
-    if method is not None:
-        call = getattr(model, method, None)
-        if not callable(call):
-            raise EncoderError(f"--model {spec!r}: the model has no method or submodule {method!r}")
-        how = method
-    elif callable(getattr(model, "encode", None)):
-        call, how = model.encode, "encode"
-    elif isinstance(getattr(model, "encoder", None), nn.Module):
-        call, how = model.encoder, "encoder"
-    else:
-        raise EncoderError(
-            f"--model {spec!r}: the model has neither an 'encode' method nor an 'encoder' submodule",
-            "name the method that maps inputs to latents with --encode-method",
-        )
     notes.append(_OUTPUT_RULE.format(how=f"model.{how}"))
     return Encoder(
         description=f"{spec} -> model.{how}",
@@ -235,6 +245,72 @@ def encoder_from_factory(
         channel_axis=1,
         notes=tuple(notes),
     )
+
+
+def _encode_call(model: nn.Module, spec: str, method: str | None) -> tuple[Callable[[Tensor], object], str]:
+    """What maps inputs to latents: ``method``, else ``encode``, else the ``encoder`` submodule."""
+    if method is not None:
+        call = getattr(model, method, None)
+        if not callable(call):
+            raise EncoderError(f"--model {spec!r}: the model has no method or submodule {method!r}")
+        return call, method
+    encode, encoder = getattr(model, "encode", None), getattr(model, "encoder", None)
+    if callable(encode):
+        return encode, "encode"
+    if isinstance(encoder, nn.Module):
+        return encoder, "encoder"
+    raise EncoderError(
+        f"--model {spec!r}: the model has neither an 'encode' method nor an 'encoder' submodule",
+        "name the method that maps inputs to latents with --encode-method",
+    )
+
+
+def _encode_path(model: nn.Module, method: str | None) -> tuple[str, ...]:
+    """State-dict prefixes of the modules that encoding certainly runs: the submodule named by
+    ``method``, else the ``encoder`` submodule (which ``encode`` methods run in every family
+    vqdoctor knows). Empty where that cannot be told."""
+    names = [method] if method is not None else ["encoder"]
+    return tuple(f"{n}." for n in names if isinstance(getattr(model, n, None), nn.Module))
+
+
+def _prefix_hint(model_keys: list[str], ckpt_keys: list[str]) -> str | None:
+    """A key prefix that one side has and the other lacks, when it would make most keys match."""
+    model_set, ckpt_set = set(model_keys), set(ckpt_keys)
+
+    def best(longer: list[str], shorter: set[str]) -> tuple[str, int] | None:
+        counts: dict[str, int] = {}
+        for key in longer:
+            parts = key.split(".")
+            for i in range(1, len(parts)):
+                if ".".join(parts[i:]) in shorter:
+                    prefix = ".".join(parts[:i]) + "."
+                    counts[prefix] = counts.get(prefix, 0) + 1
+                    break
+        return max(counts.items(), key=lambda kv: kv[1]) if counts else None
+
+    extra_in_ckpt, extra_in_model = best(ckpt_keys, model_set), best(model_keys, ckpt_set)
+    if extra_in_ckpt and (not extra_in_model or extra_in_ckpt[1] >= extra_in_model[1]):
+        prefix, n = extra_in_ckpt
+        return (f"the checkpoint's keys carry a prefix {prefix!r} the model's lack ({n} of the model's {len(model_keys)} "
+                f"keys match once it is dropped): have the factory return a wrapper holding the model as attribute "
+                f"{prefix.rstrip('.')!r} (nested attributes for a dotted prefix)")
+    if extra_in_model:
+        prefix, n = extra_in_model
+        return (f"the model's keys carry a prefix {prefix!r} the checkpoint's lack ({n} of the checkpoint's "
+                f"{len(ckpt_keys)} keys match once it is dropped): have the factory return model.{prefix.rstrip('.')}")
+    return None
+
+
+def format_model_args(kwargs: Mapping[str, object]) -> str:
+    """``k=v (type)`` for each factory argument, as errors and notes show them."""
+    return ", ".join(f"{k}={v!r} ({type(v).__name__})" for k, v in kwargs.items())
+
+
+def _signature(factory: Callable[..., object]) -> str:
+    try:
+        return str(inspect.signature(factory))
+    except (TypeError, ValueError):
+        return "(unknown)"
 
 
 def _first_tensor(out: object, how: str) -> Tensor:

@@ -144,11 +144,12 @@ def latents_source(obj: object, *, channel_axis: int | None, labels: object = No
 
 
 def inputs_source(obj: object, *, labels: object = None, image_size: int | None = None,
-                  clip_seconds: float | None = None) -> InputSource:
+                  clip_seconds: float | None = None, sample_rate: int | None = None) -> InputSource:
     """Raw inputs from a path (read like ``--inputs``) or a tensor / array in memory."""
     label_path = Path(labels) if is_path(labels) else None
     if is_path(obj):
-        src = open_inputs(Path(obj), labels=label_path, image_size=image_size, clip_seconds=clip_seconds)
+        src = open_inputs(Path(obj), labels=label_path, image_size=image_size, clip_seconds=clip_seconds,
+                          sample_rate=sample_rate)
     else:
         rows = _rows(obj, "inputs")
         if len(rows.shape) < 1 or math.prod(rows.shape) == 0:

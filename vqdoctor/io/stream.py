@@ -103,7 +103,8 @@ class InputFeatures:
 def encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> Encoder | None:
     """The encoder the options name (--model, --encoder), else the checkpoint's own (or None)."""
     if data.model is not None:
-        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device)
+        return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device,
+                                    kwargs=dict(data.model_args))
     if data.encoder is not None:
         return encoder_from_file(data.encoder, device=device)
     return encoder_from_metadata(ckpt, device=device)
@@ -115,7 +116,8 @@ def encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> En
 def aligned_inputs(data: DataOptions, n_samples: int) -> InputSource:
     """Raw inputs given with --latents: row i of the inputs is the item of latent sample i."""
     assert data.inputs is not None
-    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds)
+    inp = open_inputs(data.inputs, labels=None, image_size=data.image_size, clip_seconds=data.clip_seconds,
+                      sample_rate=data.sample_rate)
     if inp.n != n_samples:
         raise DataError(
             f"--inputs {data.inputs} has {inp.n} items but --latents {data.latents} has {n_samples} samples; "
@@ -248,7 +250,7 @@ def input_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device, i
             "Pass --model pkg.module:factory (your model code) or --encoder FILE (TorchScript / torch.export), or give --latents instead.",
         )
     inp = inputs if inputs is not None else open_inputs(inputs_path, labels=data.labels, image_size=data.image_size,
-                                                        clip_seconds=data.clip_seconds)
+                                                        clip_seconds=data.clip_seconds, sample_rate=data.sample_rate)
     return EncodedBatches(inp, encoder, data, device=device, path=inputs_path).stream(notes)
 
 
