@@ -331,7 +331,7 @@ class Monitor:
                     rep = _report_of(stack, cb, stats.get(cb.name))
                     reports.append(rep)
                     verdicts.extend(codebook_verdicts(rep, ckpt="CHECKPOINT"))  # the repairs run on a saved one
-        started = self._announce(verdicts, step, stacklevel=stacklevel + 1)
+        started = self._announce(verdicts, step, stacklevel=stacklevel)
         vectors = max((s.vectors for s in stats.values()), default=0)
         calls = sum(w.recorded for w in self._watched)
         notes = [f"Monitor: {calls} forward calls recorded (1 in {self.every_n_steps}); tokens and embeddings "
@@ -363,7 +363,7 @@ class Monitor:
         self.collapse_started = started
         if self.warn:
             for t in started:
-                warnings.warn(str(t), CollapseWarning, stacklevel=stacklevel)
+                warnings.warn(str(t), CollapseWarning, stacklevel=stacklevel)  # 4: the caller of check()/report()
         return started
 
     # ---------------------------------------------------------------------------- state
