@@ -8,6 +8,14 @@ thread). The Monitor's own work is also timed directly: the CPU time spent insid
 per step, over the step time.
 
     PYTHONPATH=. python benchmarks/monitor_overhead.py [--steps 20] [--blocks 8] [--batch 32] [--every 10]
+
+With --lightning the same model is a LightningModule and blocks are fits of --steps steps (a
+fresh Trainer each, CSV logger, log_every_n_steps 50: one check per 50 steps) with and without
+``VqdoctorCallback`` (default every_n_steps): the CPU time per step, measured between the ends
+of the training batches (so the callback's check and logging are inside it), first 5 steps of
+each fit left out.
+
+    PYTHONPATH=. python benchmarks/monitor_overhead.py --lightning [--steps 100] [--blocks 4]
 """
 
 from __future__ import annotations
@@ -54,15 +62,74 @@ def block(model: nn.Module, opt: torch.optim.Optimizer, data: list[torch.Tensor]
     return time.thread_time() - start
 
 
+def lightning_overhead(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import lightning.pytorch as pl
+
+    from vqdoctor.integrations.lightning import VqdoctorCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = VQVAE()
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    class StepClock(pl.Callback):  # last in the list: runs after VqdoctorCallback's hooks
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, *a) -> None:
+            self.ends.append(time.thread_time())
+
+    module = Module()
+    images = torch.rand(args.steps * args.batch, 3, 32, 32)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images), batch_size=args.batch)
+    every = args.every if args.every is not None else 10
+    plain, monitored, checks = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        def fit(with_callback: bool) -> float:
+            clock = StepClock()
+            vq = VqdoctorCallback(every_n_steps=every) if with_callback else None
+            trainer = pl.Trainer(max_steps=args.steps, accelerator="cpu", logger=pl.loggers.CSVLogger(tmp),
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 log_every_n_steps=50, callbacks=[c for c in (vq, clock) if c is not None])
+            trainer.fit(module, loader)
+            if vq is not None:
+                checks.append(len(vq.history))
+            return (clock.ends[-1] - clock.ends[4]) / (len(clock.ends) - 5)
+
+        fit(False)  # warm up
+        for i in range(args.blocks):  # A B B A ...
+            for with_callback in ((False, True) if i % 2 == 0 else (True, False)):
+                (monitored if with_callback else plain).append(fit(with_callback))
+    t_plain, t_mon = statistics.median(plain), statistics.median(monitored)
+    print(f"torch {torch.__version__}, lightning {pl.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"{args.steps} steps/fit, {args.blocks} fits each, VqdoctorCallback(every_n_steps={every}), "
+          f"{checks[-1]} checks per fit")
+    print(f"step without callback: {1e3 * t_plain:.2f} ms CPU (median fit; {', '.join(f'{1e3 * t:.2f}' for t in plain)})")
+    print(f"step with callback:    {1e3 * t_mon:.2f} ms CPU (median fit; {', '.join(f'{1e3 * t:.2f}' for t in monitored)})")
+    print(f"ratio with/without: {t_mon / t_plain:.3f}  (overhead {100 * (t_mon / t_plain - 1):+.2f}%)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20, help="steps per block")
     ap.add_argument("--blocks", type=int, default=8, help="blocks of each kind")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--every", type=int, default=None, help="every_n_steps (default: the Monitor's default)")
+    ap.add_argument("--lightning", action="store_true", help="the Lightning callback's overhead instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    if args.lightning:
+        lightning_overhead(args)
+        return
     model = VQVAE().train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = [torch.rand(args.batch, 3, 32, 32) for _ in range(args.steps)]

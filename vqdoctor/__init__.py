@@ -19,6 +19,8 @@ _EXPORTS = {
     "find_codebooks": "vqdoctor.memory",
     "Monitor": "vqdoctor.monitor",
     "CollapseWarning": "vqdoctor.monitor",
+    "MonitorCheck": "vqdoctor.monitor",
+    "Transition": "vqdoctor.monitor",
     "load": "vqdoctor.api",
     "discover": "vqdoctor.api",
     "gather_statistics": "vqdoctor.api",

@@ -28,7 +28,10 @@ Under torch.distributed, :meth:`Monitor.report` sums the statistics of every ran
 (``UsageStats.all_reduce``; every rank must call it). :meth:`Monitor.report` returns a
 :class:`~vqdoctor.report.schema.Report` (usage from the recorded calls; EMA, geometry and W from
 the current weights; no data-mode analysis) and warns (:class:`CollapseWarning`, and the
-``on_verdict`` callback) when a verdict turns worse than in the previous report.
+``on_verdict`` callback) when a verdict turns worse than in the previous report: once per
+transition (ok -> warn, ok -> fail, warn -> fail), not at every report while it stays so.
+:meth:`Monitor.check` returns the report with those transitions (:class:`Transition`) for an
+integration to log; ``Monitor.collapse_started`` holds the last report's.
 """
 
 from __future__ import annotations
@@ -61,13 +64,44 @@ QUANTIZER_CLASSES = frozenset({
     "ResidualVectorQuantizer", "SplitResidualVectorQuantizer",
 })
 _TABLES = (torch.nn.Embedding, torch.nn.Linear, torch.nn.ParameterList, torch.nn.ParameterDict)
-_RANK = {"ok": 0, "warn": 1, "fail": 2}
+_RANK = {"ok": 0, "insufficient": 0, "warn": 1, "fail": 2}  # insufficient: too few vectors to judge, not a collapse
+VERDICTS_DOC = "docs/verdicts.md"  # the verdict table: what each check reads and its bounds
 # the checks whose turning worse is announced by default: those of the collapse families
 COLLAPSE_CHECKS = tuple(c for family, checks in FAMILIES if "collapse" in family for c in checks)
 
 
 class CollapseWarning(UserWarning):
     """A Monitor verdict turned worse (ok -> warn/fail, warn -> fail) since the previous report."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A verdict that turned worse between two reports of a :class:`Monitor`."""
+
+    codebook: str | None
+    check: str  # e.g. "utilization"
+    before: str  # status in the previous report ("ok" when there was none)
+    status: str  # "warn" | "fail"
+    value: float | None
+    message: str  # the verdict's line, e.g. "utilization is 3% of codes; expected >= 24%"
+    remedy: str | None
+    step: int | None  # the training step given to report()/check(), else None
+    calls: int  # forward calls of the quantizers seen so far (recorded or not)
+
+    def __str__(self) -> str:
+        when = f"at step {self.step:,}" if self.step is not None else f"after {self.calls:,} quantizer calls"
+        then = f"; repair a saved checkpoint with: {self.remedy}" if self.remedy else ""
+        return (f"vqdoctor: codebook {self.codebook!r} {self.check} turned {self.status} (was {self.before}) {when}: "
+                f"{self.message}{then} (see {VERDICTS_DOC})")
+
+
+@dataclass(frozen=True)
+class MonitorCheck:
+    """What :meth:`Monitor.check` returns: the report and the verdicts that turned worse with it."""
+
+    report: Report
+    collapse_started: list[Transition]
+    step: int | None
 
 
 @dataclass
@@ -181,6 +215,8 @@ class Monitor:
     _stats: dict[str, UsageStats] = field(init=False, repr=False)
     _layout: _Layout = field(init=False, repr=False)
     _last: dict[tuple[str, str | None], str] = field(init=False, repr=False)
+    collapse_started: list[Transition] = field(init=False, repr=False)  # of the last report
+    enabled: bool = field(default=True, repr=False)  # False: the hooks neither count nor record calls
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, torch.nn.Module):
@@ -210,6 +246,7 @@ class Monitor:
         self._stats = {cb.name: UsageStats.empty(cb.size, cb.dim, metric=cb.metric)
                        for s in found.stacks if s.name in watched for cb in s.codebooks if cb.assignable}
         self._last = {}
+        self.collapse_started = []
         for w in self._watched:
             w.handle = w.module.register_forward_pre_hook(self._hook(w), with_kwargs=True)
 
@@ -217,6 +254,8 @@ class Monitor:
 
     def _hook(self, w: _Watched) -> Callable[..., None]:
         def pre_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not self.enabled:
+                return
             w.calls += 1
             if (w.calls - 1) % self.every_n_steps:
                 return
@@ -271,10 +310,18 @@ class Monitor:
                 out[name].all_reduce()
         return out
 
-    def report(self, *, sync: bool = True) -> Report:
+    def report(self, *, sync: bool = True, step: int | None = None) -> Report:
         """The report of what was recorded since the last :meth:`reset` (usage), with EMA,
         geometry and W of the current weights, verdicts and diagnosis. Warns about verdicts
-        that turned worse since the previous report."""
+        that turned worse since the previous report (``step``: the training step named in the
+        warning); they are in ``collapse_started`` until the next report."""
+        return self._check(sync, step, stacklevel=4).report
+
+    def check(self, *, sync: bool = True, step: int | None = None) -> MonitorCheck:
+        """:meth:`report`, with the verdicts that turned worse since the previous report."""
+        return self._check(sync, step, stacklevel=4)
+
+    def _check(self, sync: bool, step: int | None, *, stacklevel: int) -> MonitorCheck:
         stats = self.statistics(sync=sync)
         reports, verdicts = [], []
         label = f"<live {type(self.module).__name__}>"
@@ -283,22 +330,25 @@ class Monitor:
                 for cb in stack.codebooks:
                     rep = _report_of(stack, cb, stats.get(cb.name))
                     reports.append(rep)
-                    verdicts.extend(codebook_verdicts(rep, ckpt=label))
-        self._announce(verdicts)
+                    verdicts.extend(codebook_verdicts(rep, ckpt="CHECKPOINT"))  # the repairs run on a saved one
+        started = self._announce(verdicts, step, stacklevel=stacklevel)
         vectors = max((s.vectors for s in stats.values()), default=0)
         calls = sum(w.recorded for w in self._watched)
         notes = [f"Monitor: {calls} forward calls recorded (1 in {self.every_n_steps}); tokens and embeddings "
                  "collapse need data modes (use vqdoctor.inspect on saved latents)."]
         notes += [f"{w.path or '(root)'}: last call skipped: {w.skipped}." for w in self._watched if w.skipped]
-        return Report(
+        report = Report(
             checkpoint=CheckpointInfo(path=label, format="live", nesting="(top level)", fingerprint=""),
             data=DataInfo(source=f"Monitor hooks on {', '.join(w.path or '(root)' for w in self._watched)}",
                           vectors=vectors or None, dim=None, mode_source=None),
             codebooks=reports, embeddings_collapse=None, verdicts=verdicts,
             diagnosis=diagnosis(reports, None, verdicts), notes=notes, vqdoctor_version=__version__,
         )
+        return MonitorCheck(report=report, collapse_started=started, step=step)
 
-    def _announce(self, verdicts: list[Verdict]) -> None:
+    def _announce(self, verdicts: list[Verdict], step: int | None, *, stacklevel: int) -> list[Transition]:
+        started: list[Transition] = []
+        calls = max((w.calls for w in self._watched), default=0)
         for v in verdicts:
             if v.check not in self.announce:
                 continue
@@ -306,10 +356,15 @@ class Monitor:
             before = self._last.get(key, "ok")
             self._last[key] = v.status
             if _RANK[v.status] > _RANK[before]:
+                started.append(Transition(codebook=v.codebook, check=v.check, before=before, status=v.status,
+                                          value=v.value, message=v.message, remedy=v.remedy, step=step, calls=calls))
                 if self.on_verdict is not None:
                     self.on_verdict(v)
-                if self.warn:
-                    warnings.warn(f"vqdoctor: {v.codebook}: {v.message} ({v.status})", CollapseWarning, stacklevel=3)
+        self.collapse_started = started
+        if self.warn:
+            for t in started:
+                warnings.warn(str(t), CollapseWarning, stacklevel=stacklevel)  # 4: the caller of check()/report()
+        return started
 
     # ---------------------------------------------------------------------------- state
 

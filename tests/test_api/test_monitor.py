@@ -231,3 +231,82 @@ def test_a_quantizer_the_detectors_recognise_by_its_weights_is_hooked():
     assert cb.counts == torch.bincount(idx, minlength=24).tolist()
     offline = vqdoctor.inspect(model, latents=torch.cat([z.reshape(-1, 8) for z in batches]), analysis=FAST)
     assert cb.counts == offline.codebooks[0].counts
+
+
+def _drifting_run(monitor: vqdoctor.Monitor, vq: torch.nn.Module, *, steps: int, drift_after: int,
+                  check_every: int) -> list[vqdoctor.MonitorCheck]:
+    """Train-mode (EMA) steps of ``vq``; after ``drift_after`` the latents move 50 away from the
+    codebook, so every vector lands on one code and the EMA keeps it so (a collapse mid-run)."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for step in range(1, steps + 1):
+        vq(torch.randn(4, 25, 8, generator=g) + (50.0 if step > drift_after else 0.0))
+        if step % check_every == 0:
+            out.append(monitor.check(step=step))
+            monitor.reset()
+    return out
+
+
+def test_a_collapse_mid_run_is_warned_once_per_verdict_at_the_step_it_turns_on():
+    torch.manual_seed(0)
+    vq = vqp.VectorQuantize(dim=8, codebook_size=32, decay=0.8)
+    model = _model(vq).train()
+    monitor = vqdoctor.Monitor(model, every_n_steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checks = _drifting_run(monitor, vq, steps=100, drift_after=40, check_every=20)
+    assert [c.step for c in checks] == [20, 40, 60, 80, 100]
+    used = [c.report.codebooks[0].usage.used_codes for c in checks]
+    assert used[:2] == [32, 32] and used[2:] == [1, 1, 1]  # collapsed from the first check after the drift
+    assert [len(c.collapse_started) for c in checks[:2]] == [0, 0]
+    started = checks[2].collapse_started
+    assert {t.check for t in started} >= {"utilization", "dead_fraction", "normalized_perplexity"}
+    assert all(c.collapse_started == [] for c in checks[3:])  # still collapsed: not warned again
+    util = next(t for t in started if t.check == "utilization")
+    assert (util.codebook, util.before, util.status, util.step) == ("quantizer", "ok", "fail", 60)
+    assert util.value == pytest.approx(1 / 32)
+    ours = [w for w in caught if issubclass(w.category, vqdoctor.CollapseWarning)]
+    assert len(ours) == len(started)  # one warning per transition, none at the later checks
+    text = str(next(w.message for w in ours if "utilization" in str(w.message)))
+    assert "codebook 'quantizer' utilization turned fail (was ok) at step 60" in text
+    assert "3.1%" in text and "vqdoctor fix revive CHECKPOINT --codebook 'quantizer'" in text
+    call = next(i for i, line in enumerate(open(__file__), 1) if "out.append(monitor.check(step=step))" in line)
+    assert (ours[0].filename, ours[0].lineno) == (__file__, call)  # points at the caller of check()
+    assert monitor.collapse_started == []  # the last check's: nothing new
+
+
+def test_a_verdict_that_recovers_and_turns_worse_again_is_warned_again():
+    torch.manual_seed(0)
+    model = _model(vqp.VectorQuantize(dim=8, codebook_size=32)).eval()
+    monitor = vqdoctor.Monitor(model, every_n_steps=1, warn=False)
+    collapsed = [torch.zeros(4, 25, 8) + model["quantizer"].codebook[3]]
+    kinds = []
+    for batches in (_batches(10), collapsed, _batches(10), collapsed):
+        _run(model, batches)
+        kinds.append(sorted(t.check for t in monitor.check().collapse_started if t.check == "utilization"))
+        monitor.reset()
+    assert kinds == [[], ["utilization"], [], ["utilization"]]
+
+
+def test_too_few_vectors_to_judge_is_no_collapse():
+    torch.manual_seed(0)
+    model = _model(vqp.VectorQuantize(dim=8, codebook_size=512)).eval()
+    monitor = vqdoctor.Monitor(model, every_n_steps=1)
+    _run(model, [torch.randn(1, 400, 8)])  # 400 vectors for 512 codes: "insufficient", not a fail
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", vqdoctor.CollapseWarning)
+        check = monitor.check()
+    assert any(v.status == "insufficient" for v in check.report.verdicts)
+    assert check.collapse_started == []
+
+
+def test_a_disabled_monitor_neither_counts_nor_records_calls():
+    torch.manual_seed(0)
+    model = _model(vqp.VectorQuantize(dim=8, codebook_size=32)).eval()
+    monitor = vqdoctor.Monitor(model, every_n_steps=2)
+    monitor.enabled = False
+    _run(model, _batches(3))
+    assert monitor.recorded_calls == {"quantizer": 0} and monitor.state_dict()["calls"] == {"quantizer": 0}
+    monitor.enabled = True
+    _run(model, _batches(3))
+    assert monitor.recorded_calls == {"quantizer": 2}  # calls 1 and 3 of the enabled ones
