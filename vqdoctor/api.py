@@ -200,7 +200,7 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
         return torch.cat(parts), torch.cat(owners)
 
     return VectorStream(
-        description=f"inputs: {inputs_path} ({inp.n} items) through {encoder.description}",
+        description=f"inputs: {inputs_path} ({inp.n} items) through {encoder.description}", encodes=True,
         n_samples=inp.n, batches=input_batches, take=take,
         take_inputs=lambda samples: input_features(inp.take(samples)),
         labels=inp.labels, label_names=inp.label_names, notes=notes,

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -48,8 +46,10 @@ from vqdoctor.cli.common import (
 )
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.cli.paths import check_outputs
+from vqdoctor.cli.progress import lloyd_progress as _lloyd_progress
+from vqdoctor.cli.progress import stage_progress
 from vqdoctor.codebooks.model import Stack
-from vqdoctor.core.kmeans import LloydProgress, kmeans
+from vqdoctor.core.kmeans import kmeans
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes import FixResult, kmeans_reinit, revive_stack, to_simvq
 from vqdoctor.options import AnalysisOptions, DataOptions
@@ -120,27 +120,6 @@ def _render(outcome: api.FixOutcome, console: Console) -> None:
         console.print(f"Wrote {outcome.path}", markup=False, highlight=False)
 
 
-@contextmanager
-def _lloyd_progress(err: Console) -> Iterator[LloydProgress | None]:
-    """Per-iteration k-means progress on stderr (iteration, inertia, ETA); None when stderr is
-    not a terminal, so logs and pipes stay quiet."""
-    if not err.is_terminal:
-        yield None
-        return
-    state = {"last": time.perf_counter(), "t0": time.perf_counter()}
-
-    def report(done: int, total: int, inertia: float) -> None:
-        now = time.perf_counter()
-        if done == 1:  # a new k-means (next codebook): time from the end of the previous one (seeding included)
-            state["t0"] = state["last"]
-        state["last"] = now
-        eta = (now - state["t0"]) / done * max(0, total - done)
-        err.print(f"k-means iteration {done}/{total}: inertia {inertia:.6g}, ETA {eta:.0f} s", markup=False,
-                  highlight=False, end="\r" if done < total else "\n")
-
-    yield report
-
-
 def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOptions, codebook: str | None,
          encoder_from: Path | None, need_data: bool, budget_mb: int, fix: api.FixFn, across_ranks: bool = False,
          metric: str = "auto", modes: str = "auto",
@@ -150,10 +129,11 @@ def _run(*, checkpoint: Path, out: Path | None, in_place: bool, data: DataOption
         check_outputs(("--out", out))
     analysis = AnalysisOptions(codebook=codebook, projection="none", memory_budget_mb=budget_mb, keep_counts=False,
                                metric=check_metric(metric), modes=check_modes(modes))
-    outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
-                                 encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks,
-                                 force=force, encoder_prefixes=encoder_prefixes, with_decoder=with_decoder,
-                                 decoder_prefixes=decoder_prefixes)
+    with stage_progress(Console(stderr=True)):  # load, modes, assign, k-means iteration ... on a terminal
+        outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
+                                     encoder_from=encoder_from, need_data=need_data, across_ranks=across_ranks,
+                                     force=force, encoder_prefixes=encoder_prefixes, with_decoder=with_decoder,
+                                     decoder_prefixes=decoder_prefixes)
     job = distributed.detect()
     if job is not None and not job.is_main:  # under torchrun only rank 0 wrote the file and reports it
         return

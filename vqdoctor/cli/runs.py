@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from vqdoctor import api, distributed
-from vqdoctor.cli.progress import vector_progress
+from vqdoctor.cli.progress import stage_progress
 from vqdoctor.core.device import pick_device
 from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
@@ -20,8 +20,8 @@ def analyse(path: Path, *, data: DataOptions, analysis: AnalysisOptions, err: Co
     """The report to render, or None where there is nothing more to show (statistics only, or a
     rank other than 0 under torchrun)."""
     if save_stats is None and data.shard is None and distributed.detect() is None:
-        with vector_progress(err) as advance:
-            return api.inspect(path, data=data, analysis=analysis, progress=advance)
+        with stage_progress(err):  # the analysis announces its stages and counts (vqdoctor.stages)
+            return api.inspect(path, data=data, analysis=analysis)
     return _sharded(path, data=data, analysis=analysis, save_stats=save_stats, want_report=want_report, err=err)
 
 
@@ -38,8 +38,8 @@ def _sharded(path: Path, *, data: DataOptions, analysis: AnalysisOptions, save_s
         main = job is None or job[0].is_main
         ckpt = api.load(path, allow_globals=data.allow_globals, nesting=data.nesting)
         quiet = Console(stderr=True, quiet=True)
-        with vector_progress(err if main else quiet) as advance:
-            stats = api.gather_statistics(ckpt, data=data, analysis=analysis, progress=advance,
+        with stage_progress(err if main else quiet):
+            stats = api.gather_statistics(ckpt, data=data, analysis=analysis,
                                           device=None if job is None else job[1])
         if not main:
             return None
