@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vqdoctor import __version__
+from vqdoctor import __version__, stages
 from vqdoctor.codebooks.model import Codebook, Discovery, Stack
 from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack, stack_input_dim
 from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
@@ -173,10 +173,12 @@ def gather(
     """Stream every batch through every stack and accumulate the statistics."""
     budget = options.memory_budget_mb << 20
     sub_idx = stratified_indices(stream.n_samples, options.subsample, strata=stream.labels, seed=options.seed)
+    stages.stage("encode subsample" if stream.encodes else "subsample")
     sub_latents, sub_sample = stream.take(sub_idx)
     sub_latents, sub_sample = sub_latents.to(device), sub_sample.to(device)
     _check_stacks_fit(discovery, int(sub_latents.shape[1]), stream.description)
     sub_inputs = stream.take_inputs(sub_idx) if stream.take_inputs is not None else None
+    stages.stage("modes")
     modes = _decide_modes(stream, sub_latents, sub_inputs, options)
     n_modes = modes.count if modes.count > 1 else None
     notes = list(stream.notes)
@@ -193,6 +195,8 @@ def gather(
     codes_of = {cb.name: cb.codes.float().to(device) for s in discovery.stacks for cb in s.codebooks if cb.assignable}
     prepared = [prepare_stack(stack, device) for stack in discovery.stacks]
     n_vectors = 0
+    label = "encode + assign" if stream.encodes else "assign"
+    stages.stage(label)
     for x, sample, inputs in stream.batches():
         x = x.to(device, non_blocking=True)
         batch_modes = modes.of_batch(x, sample.to(device), inputs) if n_modes else None
@@ -203,7 +207,11 @@ def gather(
                 if parking is not None:
                     name = lo.codebook.name
                     parking[name].update(codes_of[name], stats[name].counts, lo.vectors, m, metric=lo.codebook.metric)
+        if n_vectors == 0 and x.shape[0]:  # the total, in vectors: items x vectors per item of the first batch
+            per_item = x.shape[0] / max(1, int(torch.unique(sample).numel()))
+            stages.stage(label, total=max(x.shape[0], round(stream.n_samples * per_item)))
         n_vectors += x.shape[0]
+        stages.advance(x.shape[0])
         if progress is not None:
             progress(x.shape[0])
     return Gathered(
@@ -239,12 +247,14 @@ def build_report(
             raise DataError(f"The data ({g.description}) yielded no vectors.", "Pass a non-empty file.")
         notes.extend(g.notes)
         stats = g.stats
+        stages.stage("report")
         for stack in discovery.stacks:
             for lo in run_stack(stack, g.sub_latents, budget_bytes=budget):
                 sub_out[lo.codebook.name] = lo
         data_info = DataInfo(source=g.description, vectors=g.vectors, dim=int(g.sub_latents.shape[1]),
                              mode_source=g.mode_source)
         if g.sub_modes is not None and g.mode_source is not None:
+            stages.stage("embeddings collapse")
             embeddings, note = _embeddings(g, options)
             if note:
                 notes.append(note)
@@ -316,11 +326,13 @@ def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_
     if first.metric == "cosine":
         pts = torch.nn.functional.normalize(pts, dim=1)
         codes = torch.nn.functional.normalize(codes, dim=1)
+    stages.stage(f"projection ({options.projection}, {pts.shape[0]:,} points)")
     proj = project_2d(pts, codes=codes, method=options.projection, seed=options.seed)
     inputs_xy = None
     if one_per_sample:  # the inputs' picture, point for point (same colours)
         inputs = sub_inputs.float().cpu()
         inputs = inputs if keep is None else inputs[keep]
+        stages.stage(f"projection of the inputs ({options.projection}, {inputs.shape[0]:,} points)")
         inputs_xy = project_2d(inputs, method=options.projection, seed=options.seed).points_xy.tolist()
     mode_ids = modes.tolist()
     return Projection2D(

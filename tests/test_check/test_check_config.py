@@ -48,15 +48,19 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def test_the_documented_config_examples_are_valid():
     text = (DOCS / "ci.md").read_text(encoding="utf-8")
-    blocks = [b.split("```", 1)[0] for b in text.split("```toml\n")[1:]]
-    assert len(blocks) == 2
+    import textwrap
     import tomllib
 
-    pyproject = tomllib.loads(blocks[0])["tool"]["vqdoctor"]["check"]
-    assert set(pyproject) == set(CONFIG_KEYS)  # the example shows every key
+    blocks = [tomllib.loads(textwrap.dedent(b.split("```", 1)[0])) for b in text.split("```toml\n")[1:]]
+    assert len(blocks) == 3  # the step-by-step's config, the reference with every key, a --config file
+    for block in blocks:  # every documented table is accepted as it stands
+        table = block["tool"]["vqdoctor"]["check"] if "tool" in block else block["check"]
+        config_from_mapping(table, source="docs", base_dir=Path("/repo"))
+    pyproject = blocks[1]["tool"]["vqdoctor"]["check"]
+    assert set(pyproject) == set(CONFIG_KEYS)  # the reference example shows every key
     parsed = config_from_mapping(pyproject, source="docs", base_dir=Path("/repo"))
     assert parsed.baseline == Path("/repo/ci/baseline.json") and parsed.strict is True
-    assert config_from_mapping(tomllib.loads(blocks[1])["check"], source="docs").thresholds.min_utilization == 0.8
+    assert config_from_mapping(blocks[2]["check"], source="docs").thresholds.min_utilization == 0.8
 
 
 def test_explicit_config_file_uses_the_check_table(tmp_path):

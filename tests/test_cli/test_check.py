@@ -197,7 +197,7 @@ def test_help_documents_exit_codes():
 def test_the_github_actions_example_uses_real_flags():
     example = (Path(__file__).resolve().parents[2] / "docs" / "github-actions-example.yml").read_text()
     flags = {w for w in example.split() if w.startswith("--") and w not in ("--index-url",)}
-    assert {"--baseline", "--junit", "--json", "--latents"} <= flags
+    assert {"--baseline", "--junit", "--json", "--config", "--write-baseline"} <= flags
     res = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "200"})
     for flag in flags:
         assert flag in res.stdout, flag

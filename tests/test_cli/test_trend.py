@@ -129,6 +129,8 @@ def test_every_row_is_what_inspect_reports_for_that_checkpoint(run):
 def test_output_paths_are_checked_before_any_checkpoint_is_read(run, tmp_path):
     folder, z = run
     for flag in ("--json", "--csv", "--plot"):
-        res = runner.invoke(app, ["trend", str(folder), "--latents", str(z), flag, str(tmp_path / "missing" / "t.png")])
-        assert res.exit_code == 2 and "does not exist" in res.output, res.output
+        res = runner.invoke(app, ["trend", str(folder), "--latents", str(z), flag, "/proc/missing/t.png"])
+        assert res.exit_code == 2 and "/proc/missing/t.png" in res.output, res.output
         assert "[1/" not in res.output  # no checkpoint was analysed first
+    res = runner.invoke(app, ["trend", str(folder), "--latents", str(z), "--csv", str(tmp_path / "missing" / "t.csv")])
+    assert res.exit_code == 0 and (tmp_path / "missing" / "t.csv").is_file(), res.output  # a missing folder is made

@@ -32,6 +32,7 @@ MaxMseOpt = Annotated[Optional[float], typer.Option("--max-relative-mse", help="
 StrictOpt = Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail checks that cannot be measured (e.g. no data) instead of skipping them.", rich_help_panel=_T, show_default=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file with a \\[check] table. Default: \\[tool.vqdoctor.check] of the nearest pyproject.toml upward from here.", rich_help_panel=_T)]
 BaselineOpt = Annotated[Optional[Path], typer.Option("--baseline", help="A JSON report of an accepted run (inspect --json or check --json): fail on regressions.", rich_help_panel="Baseline")]
+WriteBaselineOpt = Annotated[Optional[Path], typer.Option("--write-baseline", help="Write this run's vqdoctor.check/1 document to PATH as the baseline of later runs (folders created, atomic). No baseline is compared in this run, even one the config names; the exit code is that of the thresholds.", rich_help_panel="Baseline")]
 MaxRegOpt = Annotated[Optional[float], typer.Option("--max-regression", help=f"Tolerated relative worsening against --baseline (default {DEFAULT_MAX_REGRESSION:g} = {DEFAULT_MAX_REGRESSION:.0%}).", rich_help_panel="Baseline")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML: one test case per check per codebook.", rich_help_panel="Output")]
 JsonOpt = Annotated[Optional[str], typer.Option("--json", help="Write the vqdoctor.check/1 JSON document (results + full report) to PATH ('-' for stdout).", rich_help_panel="Output")]
@@ -113,6 +114,7 @@ def check_command(
     strict: StrictOpt = None,
     config: ConfigOpt = None,
     baseline: BaselineOpt = None,
+    write_baseline: WriteBaselineOpt = None,
     max_regression: MaxRegOpt = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = None,
@@ -133,6 +135,7 @@ def check_command(
     from vqdoctor.check import CheckConfig, Thresholds, check_document, config_from_mapping, evaluate, merge_configs
     from vqdoctor.cli.paths import check_outputs
     from vqdoctor.cli.runs import analyse
+    from vqdoctor.errors import UsageError
     from vqdoctor.io.baseline import load_baseline
     from vqdoctor.io.config import load_check_config
     from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
@@ -156,16 +159,20 @@ def check_command(
     thresholds, source = settings.thresholds, ", ".join(settings.sources)
     if thresholds.is_empty():
         thresholds, source = Thresholds.defaults(), DEFAULTS_SOURCE
-    base = None if settings.baseline is None else load_baseline(settings.baseline)
+    if write_baseline is not None and baseline is not None:
+        raise UsageError(f"--baseline {baseline} and --write-baseline {write_baseline}: a run either compares with a "
+                         "baseline or writes a new one.", "Drop one of the two.")
+    compared = None if write_baseline is not None else settings.baseline  # the one being written is not read
+    base = None if compared is None else load_baseline(compared)
 
-    check_outputs(("--json", json_out), ("--junit", junit))
+    check_outputs(("--json", json_out), ("--junit", junit), ("--write-baseline", write_baseline))
     err = Console(stderr=True)
     report = analyse(checkpoint, data=data, analysis=analysis, err=err)  # under torchrun: reduced over ranks
     if report is None:  # a rank other than 0: rank 0 renders and sets the exit code
         return
     result = evaluate(
         report, thresholds=thresholds, threshold_source=source, baseline=base,
-        baseline_source=None if settings.baseline is None else str(settings.baseline),
+        baseline_source=None if compared is None else str(compared),
         max_regression=DEFAULT_MAX_REGRESSION if settings.max_regression is None else settings.max_regression,
         strict=bool(settings.strict), ckpt=str(checkpoint),
     )
@@ -173,8 +180,10 @@ def check_command(
     if junit is not None:
         write_junit(result, junit, suite=f"vqdoctor check {checkpoint}")
     to_stdout = json_out == "-"
+    text = json.dumps(check_document(result, report_to_dict(report)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if write_baseline is not None:
+        atomic_write_bytes(write_baseline, text.encode("utf-8"))
     if json_out is not None:
-        text = json.dumps(check_document(result, report_to_dict(report)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         if to_stdout:
             typer.echo(text, nl=False)
         else:
@@ -182,4 +191,7 @@ def check_command(
     render_check(result, err if to_stdout else Console())
     if junit is not None:
         err.print(f"JUnit XML written to {junit}", markup=False, highlight=False)
+    if write_baseline is not None:
+        err.print(f"Baseline written to {write_baseline}" + (" (the checks above failed: do not accept it as is)"
+                  if result.exit_code else ""), markup=False, highlight=False)
     raise typer.Exit(code=result.exit_code)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -23,9 +20,7 @@ from vqdoctor.cli.errors import translate_errors
 from vqdoctor.options import AnalysisOptions, DataOptions
 
 if TYPE_CHECKING:  # the commands import these when they run (start-up stays light)
-    from rich.console import Console
 
-    from vqdoctor.core.kmeans import LloydProgress
     from vqdoctor.fixes import Fix
 
 FIX_HELP = "Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file."
@@ -37,27 +32,6 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Write the output even w
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the fix outcome as JSON (schema vqdoctor.fix/1) instead of the table.", rich_help_panel="Output")]
 
 
-@contextmanager
-def _lloyd_progress(err: Console) -> Iterator[LloydProgress | None]:
-    """Per-iteration k-means progress on stderr (iteration, inertia, ETA); None when stderr is
-    not a terminal, so logs and pipes stay quiet."""
-    if not err.is_terminal:
-        yield None
-        return
-    state = {"last": time.perf_counter(), "t0": time.perf_counter()}
-
-    def report(done: int, total: int, inertia: float) -> None:
-        now = time.perf_counter()
-        if done == 1:  # a new k-means (next codebook): time from the end of the previous one (seeding included)
-            state["t0"] = state["last"]
-        state["last"] = now
-        eta = (now - state["t0"]) / done * max(0, total - done)
-        err.print(f"k-means iteration {done}/{total}: inertia {inertia:.6g}, ETA {eta:.0f} s", markup=False,
-                  highlight=False, end="\r" if done < total else "\n")
-
-    yield report
-
-
 def _run(checkpoint: Path, fix: Fix, *, out: Path | None, in_place: bool, data: DataOptions,
          analysis: AnalysisOptions, force: bool, as_json: bool) -> None:
     """One fix through the API, then its outcome as a table (or JSON) on rank 0; exit 1 when not written."""
@@ -65,14 +39,16 @@ def _run(checkpoint: Path, fix: Fix, *, out: Path | None, in_place: bool, data: 
 
     from vqdoctor import api
     from vqdoctor.cli.paths import check_outputs
+    from vqdoctor.cli.progress import lloyd_progress, stage_progress
     from vqdoctor.report.fix_result import render_fix
 
     if not in_place:
         check_outputs(("--out", out))
     analysis = dataclasses.replace(analysis, projection="none", keep_counts=False)
     err = Console(stderr=True)
-    outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
-                                 force=force, lloyd_progress=lambda: _lloyd_progress(err))
+    with stage_progress(err):  # load, modes, assign, k-means iteration ... on a terminal
+        outcome = api.fix_checkpoint(checkpoint, fix=fix, out=out, in_place=in_place, data=data, analysis=analysis,
+                                     force=force, lloyd_progress=lambda: lloyd_progress(err))
     if not api.is_main_process():  # under torchrun only rank 0 wrote the file and reports it
         return
     if as_json:

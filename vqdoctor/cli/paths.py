@@ -3,9 +3,11 @@
 A CI job that spends an hour on 10^8 vectors should not then fail on ``--out`` in a read-only
 folder. Each output flag is checked when the command starts: the name fits the file system
 (at most 255 bytes per component), the path is not inside ``/proc`` or ``/sys``, and the folder it
-goes into exists (or, for outputs whose writer creates folders, its nearest existing ancestor
-does), is a folder, and accepts a new file (tried with an empty temporary file, removed at once:
-this also catches read-only mounts and immutable folders, which permission bits do not show)."""
+goes into, or its nearest existing ancestor, is a folder and accepts a new file (tried with an
+empty temporary file, removed at once: this also catches read-only mounts and immutable folders,
+which permission bits do not show). When every flag passes, the missing folders are created
+(``--json reports/r.json`` makes ``reports/``; ``--plots DIR`` makes ``DIR``), so the writers at the
+end of the run, all atomic (:mod:`vqdoctor.io.atomic`), only ever write into existing folders."""
 
 from __future__ import annotations
 
@@ -57,16 +59,29 @@ def check_output(flag: str, path: Path | str | None, *, kind: str = "file", crea
     os.unlink(probe)
 
 
-# how each output flag is written: (kind, whether its writer creates missing folders)
-OUTPUT_FLAGS: dict[str, tuple[str, bool]] = {
-    "--out": ("any", False), "--json": ("file", False), "--html": ("file", False),
-    "--junit": ("file", False), "--plots": ("folder", True), "--save-stats": ("file", True),
-    "--csv": ("file", False), "--plot": ("file", False),
+# what each output flag names: a file, a folder the files go into, or either (--out: a model folder)
+OUTPUT_FLAGS: dict[str, str] = {
+    "--out": "any", "--json": "file", "--html": "file", "--junit": "file", "--plots": "folder",
+    "--save-stats": "file", "--csv": "file", "--plot": "file", "--write-baseline": "file",
 }
 
 
+def make_folders(flag: str, path: Path | str | None, *, kind: str = "file") -> None:
+    """Create the folder ``path`` goes into (for ``kind="folder"``: ``path`` itself) where missing."""
+    if path is None or str(path) == "-":
+        return
+    folder = Path(path) if kind == "folder" else Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create the folder {folder} ({exc.strerror or exc}).",
+                         "Choose a writable location, or create the folder first.") from None
+
+
 def check_outputs(*flags: tuple[str, Path | str | None]) -> None:
-    """:func:`check_output` over ``(flag, path)`` pairs, before the analysis starts."""
+    """:func:`check_output` over ``(flag, path)`` pairs, before the analysis starts; when all pass,
+    the missing folders they go into are created (nothing is created when one is refused)."""
     for flag, path in flags:
-        kind, creates = OUTPUT_FLAGS[flag]
-        check_output(flag, path, kind=kind, creates_folders=creates)
+        check_output(flag, path, kind=OUTPUT_FLAGS[flag], creates_folders=True)
+    for flag, path in flags:
+        make_folders(flag, path, kind=OUTPUT_FLAGS[flag])

@@ -1,6 +1,6 @@
 """Tokens collapse (code-to-mode allocation) and embeddings collapse (modes merging in the encoder).
 
-Definitions follow DESIGN.md and the representation-collapse study (Zhao et al.): tokens collapse is
+Definitions: docs/metrics.md, after the representation-collapse study (Zhao et al., arXiv:2411.16550): tokens collapse is
 codes piling onto a few modes of the latent distribution and leaving other modes with few codes;
 embeddings collapse is modes distinct in the input that the encoder maps onto overlapping clouds.
 """
@@ -41,7 +41,7 @@ def tokens_collapse(
     mode_source: str,
     starved_ratio: float = 0.5,
 ) -> TokensCollapse:
-    """Code-to-mode allocation over the LIVE codes (DESIGN.md "tokens collapse", "Judgement").
+    """Code-to-mode allocation over the LIVE codes (docs/metrics.md, "Tokens collapse").
 
     Each live code (row sum > 0) belongs to the mode that sends it the most vectors (ties: the
     lowest mode id). Dead codes take no part in the allocation: they are reported apart, per mode

@@ -1,4 +1,4 @@
-"""Frozen result types of the pure core. Field names are the JSON contract of DESIGN.md
+"""Frozen result types of the pure core. Field names are the JSON contract
 (``vqdoctor/report/report.schema.json``, documented in ``docs/json-schema.md``); a renderer turns them into JSON with ``dataclasses.asdict``.
 A value that cannot be computed is ``None`` (JSON ``null``), never a made-up number."""
 

@@ -3,8 +3,8 @@
 :class:`UsageStats` holds sums only (counts, number of vectors and elements, sums of squared
 error, of the vectors and of their squares), so shards of the data reduce by addition: ``merge``
 for statistics kept in files, ``all_reduce`` under torch.distributed. Nothing is averaged in the
-state; :meth:`UsageStats.compute` turns the sums into :class:`UsageMetrics` (DESIGN.md,
-"What it measures").
+state; :meth:`UsageStats.compute` turns the sums into :class:`UsageMetrics` (docs/metrics.md,
+"Usage").
 
 Device: the state lives on one device. It starts where :meth:`UsageStats.empty` puts it (CPU by
 default) and moves, once, to the device of the first batch given to :meth:`update` from another
@@ -208,7 +208,7 @@ class UsageStats:
         return self
 
     def compute(self, *, min_count: int = 1, space: str = "") -> UsageMetrics:
-        """Usage metrics of DESIGN.md. Utilization counts codes used at least once whatever
+        """Usage metrics of docs/metrics.md. Utilization counts codes used at least once whatever
         ``min_count``; dead codes are those used fewer than ``min_count`` times. The relative
         MSE is None when the vectors have no variance (below 1e-12 of their mean square)."""
         if min_count < 0:

@@ -26,5 +26,6 @@ def load_baseline(path: Path) -> dict[str, Any]:
         return report  # type: ignore[return-value]
     if head is None and not path.exists():
         raise InputFileError(f"baseline {path} does not exist.",
-                             "Write one with `vqdoctor inspect CKPT --json baseline.json` on the accepted checkpoint.")
+                             f"Write it once on the accepted checkpoint: `vqdoctor check CKPT (data options) --write-baseline {path}` "
+                             "(see docs/ci.md).")
     return load_report_dict(path)

@@ -60,6 +60,7 @@ class VectorStream:
     # inferred mode models by basis ("inputs" / "latents"), shared by runs over the same data
     # (vqdoctor trend: the same subsample for every checkpoint, so the same fit)
     mode_cache: dict[str, ModeModel] | None = None
+    encodes: bool = False  # batches run an encoder (the progress stage says "encode + assign")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -225,7 +226,7 @@ class EncodedBatches:
         inp = self.inp
         sketch = self.features.note()
         return VectorStream(
-            description=f"inputs: {self.path} ({inp.n} items) through {self.encoder.description}",
+            description=f"inputs: {self.path} ({inp.n} items) through {self.encoder.description}", encodes=True,
             n_samples=inp.n, batches=self.batches, take=self.take, take_inputs=self.take_inputs,
             labels=inp.labels, label_names=inp.label_names,
             notes=[*notes, *self.encoder.notes, *([sketch] if sketch else [])],
