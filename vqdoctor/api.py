@@ -103,7 +103,12 @@ def _encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> E
         return encoder_from_factory(data.model, ckpt, method=data.encode_method, device=device)
     if data.encoder is not None:
         return encoder_from_file(data.encoder, device=device)
-    return encoder_from_metadata(ckpt, device=device)
+    described = encoder_from_metadata(ckpt, device=device)
+    if described is not None or data.inputs is None:
+        return described
+    from vqdoctor.adapters import encoder_for  # Hugging Face folders (docs/hf.md)
+
+    return encoder_for(ckpt, inputs=data.inputs, pixel_range=data.pixel_range, device=device)
 
 
 def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,

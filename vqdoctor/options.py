@@ -18,6 +18,7 @@ class DataOptions:
     labels: Path | None = None  # one mode id per input (.npy), or taken from the npz / folder
     image_size: int | None = None  # resize images of an image folder to image_size x image_size
     clip_seconds: float | None = None  # cut / zero-pad the clips of an audio folder to this length
+    pixel_range: tuple[float, float] | None = None  # images scaled to [lo, hi] for a HF model (default: its own)
     model: str | None = None  # "pkg.module:factory" or "path/file.py:factory"
     encoder: Path | None = None  # TorchScript or torch.export (.pt2) file
     encode_method: str | None = None  # attribute/method of the model that encodes

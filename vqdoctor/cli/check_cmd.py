@@ -44,6 +44,7 @@ from vqdoctor.cli.common import (
     MinCountOpt,
     ModelOpt,
     ModesOpt,
+    PixelRangeOpt,
     SeedOpt,
     SubsampleOpt,
     analysis_options,
@@ -139,6 +140,7 @@ def check_command(
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
     clip_seconds: ClipSecondsOpt = None,
+    pixel_range: PixelRangeOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -176,7 +178,7 @@ def check_command(
     Exit codes: 0 all checks passed; 1 a check failed; 2 usage or input error. See docs/ci.md.
     """
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, pixel_range=pixel_range, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, batch_size=batch_size, device=device,
         max_vectors=max_vectors,
     )

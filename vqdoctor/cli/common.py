@@ -18,6 +18,7 @@ InputsOpt = Annotated[Optional[Path], typer.Option("--inputs", help="Raw data th
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="One mode id per input (.npy). Without labels, modes are inferred by clustering.", rich_help_panel="Data")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize the images of an --inputs folder to N x N (RGB/grey scaled to [0, 1]); without it all images must share one size.", rich_help_panel="Data")]
 ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every .wav clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
+PixelRangeOpt = Annotated[Optional[str], typer.Option("--pixel-range", metavar="LO,HI", help="Scale the images a Hugging Face model folder is fed to 0,1 or -1,1 (default: the model's own, -1,1 for the VQGAN tokenizers).", rich_help_panel="Data")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
 EncodeMethodOpt = Annotated[Optional[str], typer.Option("--encode-method", help="Method or submodule of the --model that encodes (default: encode, else encoder).", rich_help_panel="Encoder")]
@@ -88,6 +89,7 @@ def data_options(
     *, latents: Path | None, channel_axis: int | None, inputs: Path | None, labels: Path | None,
     model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
     nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
+    pixel_range: str | None = None,
 ) -> DataOptions:
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
                         ("--image-size", image_size), ("--clip-seconds", clip_seconds)):
@@ -101,11 +103,28 @@ def data_options(
         raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
     if model is not None and encoder is not None:
         raise UsageError("Pass either --model or --encoder, not both.")
+    if pixel_range is not None and (model is not None or encoder is not None or latents is not None):
+        raise UsageError("--pixel-range sets how a Hugging Face model folder's images are scaled; it does not apply "
+                         "with --model, --encoder or --latents.", "Scale the images in your own encoder, or drop --pixel-range.")
     return DataOptions(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
         encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting, image_size=image_size, clip_seconds=clip_seconds,
-        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
+        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard, pixel_range=parse_pixel_range(pixel_range),
     )
+
+
+PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
+
+
+def parse_pixel_range(text: str | None) -> tuple[float, float] | None:
+    """``"0,1"`` / ``"-1,1"`` -> (lo, hi); None stays None (the model's own range)."""
+    if text is None:
+        return None
+    key = text.replace(" ", "")
+    if key not in PIXEL_RANGES:
+        raise UsageError(f"--pixel-range {text[:40]!r} is not one of {', '.join(PIXEL_RANGES)}.",
+                         "Pass --pixel-range 0,1 or --pixel-range=-1,1 (or leave it out: the model's own range).")
+    return PIXEL_RANGES[key]
 
 
 def check_metric(metric: str) -> str:

@@ -29,6 +29,7 @@ from vqdoctor.cli.common import (
     ModelOpt,
     ModesOpt,
     NestingOpt,
+    PixelRangeOpt,
     ProjectionOpt,
     SeedOpt,
     ShardOpt,
@@ -66,6 +67,7 @@ def inspect_command(
     labels: LabelsOpt = None,
     image_size: ImageSizeOpt = None,
     clip_seconds: ClipSecondsOpt = None,
+    pixel_range: PixelRangeOpt = None,
     model: ModelOpt = None,
     encoder: EncoderOpt = None,
     encode_method: EncodeMethodOpt = None,
@@ -93,7 +95,7 @@ def inspect_command(
     path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)
     data = data_options(
-        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, model=model, encoder=encoder,
+        latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, image_size=image_size, clip_seconds=clip_seconds, pixel_range=pixel_range, model=model, encoder=encoder,
         encode_method=encode_method, allow_global=allow_global, nesting=nesting, batch_size=batch_size, device=device,
         max_vectors=max_vectors, shard=parse_shard(shard),
     )
