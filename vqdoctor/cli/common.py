@@ -94,6 +94,7 @@ def data_options(
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
                         ("--image-size", image_size), ("--clip-seconds", clip_seconds)):
         check_range(flag, value)
+    pixels = parse_pixel_range(pixel_range)
     if device not in DEVICES:
         raise UsageError(f"--device {device!r} is not one of {', '.join(DEVICES)}.", "Use --device auto to take CUDA when present.")
     if latents is not None and (model is not None or encoder is not None):
@@ -109,7 +110,7 @@ def data_options(
     return DataOptions(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
         encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting, image_size=image_size, clip_seconds=clip_seconds,
-        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard, pixel_range=parse_pixel_range(pixel_range),
+        batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard, pixel_range=pixels,
     )
 
 
