@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_every_adapter_is_registered_once_with_a_distinct_class():
 
 
 def _encodec_like_folder(folder):
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "encodec", "architectures": ["EncodecModel"]}))
     gen = torch.Generator().manual_seed(0)
     state = {}
@@ -126,3 +127,30 @@ def test_pixel_range_is_refused_with_latents_and_checked(tmp_path):
         assert res.exit_code == 2 and "does not apply" in " ".join(res.output.split()), res.output
     res = runner.invoke(app, ["inspect", str(folder), "--latents", str(z), "--pixel-range", "0,2"])
     assert res.exit_code == 2 and "is not one of" in " ".join(res.output.split())
+
+
+def test_a_hub_id_is_read_from_the_cache_only(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub.constants")
+    from vqdoctor.adapters.hub import cached_snapshot
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--acme--tiny-codec"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    _encodec_like_folder(repo / "blobs")  # as huggingface_hub stores them: snapshot files link to blobs/
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert cached_snapshot("acme/tiny-codec") == snapshot.resolve()
+    assert cached_snapshot("runs/model.safetensors") is None  # a file name is a path, not an id
+    res = runner.invoke(app, ["inspect", "acme/tiny-codec", "--json", "-", "--projection", "none"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["checkpoint"]["path"] == str(snapshot.resolve())
+    res = runner.invoke(app, ["inspect", "acme/not-cached"])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert "is in your cache" in text and "never downloads" in text and "huggingface-cli download acme/not-cached" in text
