@@ -24,7 +24,7 @@ from vqdoctor.codebooks.model import Discovery, Stack
 from vqdoctor.core.device import pick_device
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.diagnose import Batch, VectorStream, build_report, diagnose, gather
-from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError
+from vqdoctor.errors import DataError, EncoderError, InputFileError, UsageError, VqdoctorError
 from vqdoctor.fixes import FixResult
 from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
@@ -166,6 +166,8 @@ def open_stream(ckpt: Checkpoint, data: DataOptions, *, device: torch.device,
         try:
             with torch.inference_mode():
                 z = encoder.fn(xb.to(device))
+        except VqdoctorError:  # vqdoctor's own check of the inputs (the Hugging Face adapters): as it is
+            raise
         except Exception as err:  # the user's model code: report it as theirs, with the batch shape
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EncoderError(

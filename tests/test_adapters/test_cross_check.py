@@ -155,3 +155,13 @@ def test_pixel_range_override_changes_what_the_model_sees(folders, data):
     assert zero_one.codebooks[0].counts == expected != base.codebooks[0].counts
     res = runner.invoke(app, ["inspect", str(folder), "--inputs", str(data["images"]), "--pixel-range", "0,255"])
     assert res.exit_code == 2 and "--pixel-range" in res.output and "0,1" in res.output
+
+
+def test_image_arrays_outside_unit_range_are_refused(folders, data, tmp_path):
+    x = (data["x_images"].numpy() * 255).astype(np.float32)  # uint8-scale pixels in an array file
+    np.save(tmp_path / "x.npy", x)
+    res = runner.invoke(app, ["inspect", str(folders("janus")), "--inputs", str(tmp_path / "x.npy")])
+    assert res.exit_code != 0
+    text = " ".join(res.output.split())
+    assert "must be scaled to [0, 1]; these span [0, 255]" in text and "Divide uint8 images by 255" in text
+    assert "Traceback" not in res.output and "torch.export" not in text  # its own hint, not the generic one

@@ -25,6 +25,16 @@ def to_rgb(x: Tensor) -> Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
+def check_unit_range(x: Tensor) -> Tensor:
+    """Images must arrive in [0, 1] (an image folder always does; an array file may not)."""
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise DataError(f"Images for this model must be scaled to [0, 1]; these span [{lo:g}, {hi:g}].",
+                        "Divide uint8 images by 255 (vqdoctor then scales them the model's way), or point --inputs "
+                        "at an image folder.")
+    return x
+
+
 def resize_center_crop(x: Tensor, size: int) -> Tensor:
     """Shortest side resized to ``size`` (bicubic, antialiased), then the centre ``size x size``
     cut out: the resize + centre crop of the VQGAN family's image processors."""

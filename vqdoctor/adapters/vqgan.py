@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from vqdoctor.adapters.base import Adapter, Model, captured, one_capture
-from vqdoctor.adapters.preprocess import crop_to_multiple, resize_center_crop, scale_pixels, to_rgb
+from vqdoctor.adapters.preprocess import check_unit_range, crop_to_multiple, resize_center_crop, scale_pixels, to_rgb
 
 VQGAN_RANGE = (-1.0, 1.0)
 
@@ -41,7 +41,7 @@ class _VQGAN(Adapter):
 
     def preprocess(self, model: Model, x: Tensor, *, source_rate: int | None,
                    pixel_range: tuple[float, float] | None) -> Tensor:
-        x = resize_center_crop(to_rgb(x), self.size(model))
+        x = resize_center_crop(to_rgb(check_unit_range(x)), self.size(model))
         return scale_pixels(x, pixel_range or VQGAN_RANGE)
 
     def encode(self, model: Model, x: Tensor) -> Tensor:
@@ -104,7 +104,7 @@ class Emu3Adapter(_VQGAN):
 
     def preprocess(self, model: Model, x: Tensor, *, source_rate: int | None,
                    pixel_range: tuple[float, float] | None) -> Tensor:
-        x = crop_to_multiple(to_rgb(x), _downsampling(model))
+        x = crop_to_multiple(to_rgb(check_unit_range(x)), _downsampling(model))
         return scale_pixels(x, pixel_range or VQGAN_RANGE)
 
     def _sizes(self, x: Tensor) -> Tensor:
