@@ -99,6 +99,9 @@ def _latent_stats(family: str, model: torch.nn.Module, probe: torch.Tensor) -> t
     from vqdoctor.adapters import find_adapter
 
     adapter = find_adapter({"model_type": model.config.model_type})
+    channels = getattr(model.config, "audio_channels", probe.shape[1])
+    if probe.shape[1] != channels:  # mono probe for a stereo codec
+        probe = probe.expand(-1, channels, -1)
     with torch.no_grad():
         z = adapter.encode(model, probe)
         if family == "mimi":
@@ -153,6 +156,12 @@ def tiny(family: str, folder: Path, probe: torch.Tensor, *, seed: int = 0) -> Pa
         model = tf.EncodecModel(tf.EncodecConfig(sampling_rate=MODEL_RATE, target_bandwidths=[5.0, 15.0], num_filters=8,
                                                  hidden_size=16, upsampling_ratios=[4, 2], codebook_size=32,
                                                  num_lstm_layers=1, codebook_dim=16, normalize=False))
+        codes = ("codebook.embed",)
+    elif family == "encodec_48khz_like":  # stereo, RMS-normalised, encoded in chunks (as encodec_48khz)
+        model = tf.EncodecModel(tf.EncodecConfig(sampling_rate=MODEL_RATE, target_bandwidths=[5.0, 15.0], num_filters=8,
+                                                 hidden_size=16, upsampling_ratios=[4, 2], codebook_size=32,
+                                                 num_lstm_layers=1, codebook_dim=16, audio_channels=2, normalize=True,
+                                                 chunk_length_s=0.1, overlap=0.0))
         codes = ("codebook.embed",)
     elif family == "mimi":
         model = tf.MimiModel(tf.MimiConfig(sampling_rate=MODEL_RATE, frame_rate=500, hidden_size=32, num_filters=8,
