@@ -49,8 +49,11 @@ ProgressFn = Callable[[int], None]
 
 
 def load(path: str | Path, *, allow_globals: tuple[str, ...] = (), nesting: str | None = None) -> Checkpoint:
-    """Open a checkpoint (safetensors, safe pickle, HF folder, npy/npz) without running code."""
-    return load_checkpoint(path, allow_globals=allow_globals, nesting=nesting)
+    """Open a checkpoint (safetensors, safe pickle, HF folder, npy/npz; a hub id ``org/name`` in the
+    user's Hugging Face cache, never downloaded) without running code."""
+    from vqdoctor.adapters.hub import cached_snapshot
+
+    return load_checkpoint(cached_snapshot(path) or path, allow_globals=allow_globals, nesting=nesting)
 
 
 def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = True, metric: str = "auto") -> Discovery:

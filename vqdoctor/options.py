@@ -22,6 +22,7 @@ class DataOptions:
     image_size: int | None = None  # resize images of an image folder to image_size x image_size
     clip_seconds: float | None = None  # cut / zero-pad the clips of an audio folder to this length
     sample_rate: int | None = None  # resample audio clips to this rate (Hz); None: the clips' own (one rate)
+    pixel_range: tuple[float, float] | None = None  # images scaled to [lo, hi] for a HF model (default: its own)
     model: str | None = None  # "pkg.module:factory" or "path/file.py:factory"
     model_args: tuple[tuple[str, Any], ...] = ()  # keyword arguments for the model factory, in order
     encoder: Path | None = None  # TorchScript or torch.export (.pt2) file

@@ -30,6 +30,7 @@ LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="One mode id
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", help="Resize the images of an --inputs folder to N x N (RGB/grey scaled to [0, 1]); without it all images must share one size.", rich_help_panel="Data")]
 ClipSecondsOpt = Annotated[Optional[float], typer.Option("--clip-seconds", help="Cut (or zero-pad) every clip of an --inputs audio folder to this many seconds; without it all clips must share one length.", rich_help_panel="Data")]
 SampleRateOpt = Annotated[Optional[int], typer.Option("--sample-rate", help="Resample every clip of an --inputs audio folder to this rate in Hz (polyphase filter); without it all clips must share one rate.", rich_help_panel="Data")]
+PixelRangeOpt = Annotated[Optional[str], typer.Option("--pixel-range", metavar="LO,HI", help="Scale the images a Hugging Face model folder is fed to 0,1 or -1,1 (default: the model's own, -1,1 for the VQGAN tokenizers).", rich_help_panel="Data")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Your model factory, 'pkg.module:factory' or 'path/file.py:factory' (your own trusted code).", rich_help_panel="Encoder")]
 ModelArgOpt = Annotated[Optional[list[str]], typer.Option("--model-arg", metavar="NAME=VALUE", help="A keyword argument for the --model factory; the value is read as an int, float, true/false, none, or else a string (quote it, '\"8\"', to keep a number a string). Repeatable.", rich_help_panel="Encoder")]
 EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="An exported encoder: TorchScript file or torch.export program (.pt2).", rich_help_panel="Encoder")]
@@ -102,12 +103,14 @@ def data_options(
     model: str | None, encoder: Path | None, encode_method: str | None, allow_global: list[str] | None,
     model_arg: list[str] | None = None,
     nesting: str | None = None, image_size: int | None = None, clip_seconds: float | None = None, sample_rate: int | None = None, batch_size: int, device: str, max_vectors: int | None, shard: tuple[int, int] | None = None,
+    pixel_range: str | None = None,
 ) -> DataOptions:
     for flag, value in (("--batch-size", batch_size), ("--max-vectors", max_vectors),
                         ("--image-size", image_size), ("--clip-seconds", clip_seconds),
                         ("--sample-rate", sample_rate)):
         check_range(flag, value)
     check_device(device)
+    pixels = parse_pixel_range(pixel_range)
     if latents is not None and (model is not None or encoder is not None):
         raise UsageError("--latents cannot be combined with --model/--encoder: give either the vectors that reach the quantizer or raw inputs with an encoder.",
                          "With --latents, --inputs may name the raw items the latents came from (row for row), for the input-vs-latent comparison.")
@@ -115,6 +118,9 @@ def data_options(
         raise UsageError("An encoder (--model/--encoder) needs raw data: pass --inputs PATH.")
     if model is not None and encoder is not None:
         raise UsageError("Pass either --model or --encoder, not both.")
+    if pixel_range is not None and (model is not None or encoder is not None or latents is not None):
+        raise UsageError("--pixel-range sets how a Hugging Face model folder's images are scaled; it does not apply "
+                         "with --model, --encoder or --latents.", "Scale the images in your own encoder, or drop --pixel-range.")
     if model_arg and model is None:
         raise UsageError(f"--model-arg {model_arg[0]!r} was given without --model: it is passed to the model factory.",
                          "Add --model pkg.module:factory (or path/file.py:factory), or drop --model-arg.")
@@ -122,8 +128,22 @@ def data_options(
         latents=latents, channel_axis=channel_axis, inputs=inputs, labels=labels, model=model,
         model_args=parse_model_args(model_arg),
         encoder=encoder, encode_method=encode_method, allow_globals=tuple(allow_global or ()), nesting=nesting, image_size=image_size, clip_seconds=clip_seconds,
-        sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard,
+        sample_rate=sample_rate, batch_size=batch_size, device=device, max_vectors=max_vectors, shard=shard, pixel_range=pixels,
     )
+
+
+PIXEL_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0)}
+
+
+def parse_pixel_range(text: str | None) -> tuple[float, float] | None:
+    """``"0,1"`` / ``"-1,1"`` -> (lo, hi); None stays None (the model's own range)."""
+    if text is None:
+        return None
+    key = text.replace(" ", "")
+    if key not in PIXEL_RANGES:
+        raise UsageError(f"--pixel-range {text[:40]!r} is not one of {', '.join(PIXEL_RANGES)}.",
+                         "Pass --pixel-range 0,1 or --pixel-range=-1,1 (or leave it out: the model's own range).")
+    return PIXEL_RANGES[key]
 
 
 def check_metric(metric: str) -> str:
@@ -180,6 +200,7 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "image_size": (ImageSizeOpt, None),
     "clip_seconds": (ClipSecondsOpt, None),
     "sample_rate": (SampleRateOpt, None),
+    "pixel_range": (PixelRangeOpt, None),
     "model": (ModelOpt, None),
     "model_arg": (ModelArgOpt, None),
     "encoder": (EncoderOpt, None),
@@ -199,7 +220,7 @@ SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
     "memory_budget_mb": (BudgetOpt, 256),
     "shard": (ShardOpt, None),
 }
-DATA_NAMES = ("latents", "channel_axis", "inputs", "labels", "image_size", "clip_seconds", "sample_rate", "model", "model_arg", "encoder",
+DATA_NAMES = ("latents", "channel_axis", "inputs", "labels", "image_size", "clip_seconds", "sample_rate", "pixel_range", "model", "model_arg", "encoder",
               "encode_method", "allow_global", "nesting", "device", "batch_size", "max_vectors", "shard")
 
 

@@ -25,7 +25,7 @@ import torch
 
 from vqdoctor.core.modes import ModeModel
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
-from vqdoctor.errors import DataError, EncoderError
+from vqdoctor.errors import DataError, EncoderError, VqdoctorError
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latents
 from vqdoctor.io.encoders import (
@@ -108,7 +108,12 @@ def encoder_for(ckpt: Checkpoint, data: DataOptions, device: torch.device) -> En
                                     kwargs=dict(data.model_args))
     if data.encoder is not None:
         return encoder_from_file(data.encoder, device=device)
-    return encoder_from_metadata(ckpt, device=device)
+    described = encoder_from_metadata(ckpt, device=device)
+    if described is not None or data.inputs is None:
+        return described
+    from vqdoctor.adapters import encoder_for as adapter_encoder  # Hugging Face folders (docs/hf.md)
+
+    return adapter_encoder(ckpt, inputs=data.inputs, pixel_range=data.pixel_range, device=device)
 
 
 # ------------------------------------------------------------------------------ latents
@@ -187,6 +192,8 @@ class EncodedBatches:
         try:
             with torch.inference_mode():
                 z = enc.fn(xb.to(self.device))
+        except VqdoctorError:  # vqdoctor's own check of the inputs (the Hugging Face adapters): as it is
+            raise
         except Exception as err:  # the user's model code: report it as theirs, with the batch shape
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EncoderError(
