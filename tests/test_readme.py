@@ -28,10 +28,15 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_readme_output_is_what_inspect_prints():
+    """The README shows the default report at 80 columns: its summary row, diagnosis, remedies and
+    check lines are what `vqdoctor inspect` prints, and it fits the documented 40 lines."""
     shown = _blocks("text")[0]
-    res = CliRunner().invoke(app, ["inspect"], env={"COLUMNS": "100"})
+    res = CliRunner().invoke(app, ["inspect"], env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
     printed = [line.rstrip() for line in res.stdout.splitlines()]
-    for line in shown.splitlines():
-        if line.startswith((" quantizer", "FAIL", "WARN", "OK")):
-            assert line.rstrip() in printed, line
+    pinned = [line for line in shown.splitlines()
+              if line.startswith(("quantizer", "FAIL", "WARN", "OK", "     remedy:", "       ", "next:", "Try next:"))]
+    assert len(pinned) >= 15
+    for line in pinned:
+        assert line.rstrip() in printed, line
+    assert len(shown.splitlines()) == len(printed) <= 40

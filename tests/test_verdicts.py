@@ -1,6 +1,9 @@
 from vqdoctor.core.results import UsageMetrics
 from vqdoctor.report.schema import CodebookReport
+from vqdoctor.remedies import RemedyContext
 from vqdoctor.verdicts import codebook_verdicts, status_of
+
+CTX = RemedyContext("m.safetensors", "safetensors")
 
 
 def _cb(utilization: float, used: int, size: int = 100) -> CodebookReport:
@@ -21,7 +24,7 @@ def test_status_of_directions():
 
 
 def test_low_utilization_fails_with_revive_remedy():
-    verdicts = {v.check: v for v in codebook_verdicts(_cb(0.2, 20), ckpt="m.safetensors")}
+    verdicts = {v.check: v for v in codebook_verdicts(_cb(0.2, 20), remedy=CTX)}
     util = verdicts["utilization"]
     assert util.status == "fail" and util.threshold == 0.3 and util.value == 0.2
     assert "20.0%" in util.message and "fix revive m.safetensors" in util.remedy
@@ -31,7 +34,7 @@ def test_low_utilization_fails_with_revive_remedy():
 
 
 def test_healthy_codebook_is_ok_without_remedy():
-    verdicts = codebook_verdicts(_cb(1.0, 100), ckpt="m.safetensors")
+    verdicts = codebook_verdicts(_cb(1.0, 100), remedy=CTX)
     assert {v.status for v in verdicts} == {"ok"}
     assert all(v.remedy is None for v in verdicts)
 
@@ -71,7 +74,7 @@ def test_iid_codes_with_few_vectors_per_code_do_not_fail():
     assert u.utilization < 0.5  # judged as it is, 45% used would be a warn and fail dead_fraction
     assert u.vectors_per_code == pytest.approx(0.6, rel=1e-3)
     assert u.expected_utilization == pytest.approx(1 - math.exp(-0.6), rel=1e-3)
-    verdicts = {v.check: v for v in codebook_verdicts(cb, ckpt="m")}
+    verdicts = {v.check: v for v in codebook_verdicts(cb, remedy=CTX)}
     assert {v.status for v in verdicts.values()} <= {"ok", "insufficient"}
     assert verdicts["utilization"].status == "ok"  # as good as a perfect codebook at this N
     assert "a perfect codebook reaches" in verdicts["utilization"].message
@@ -85,7 +88,7 @@ def test_half_used_codebook_at_low_n_is_insufficient_not_fail():
     # the large_codebook_simvq situation: N/K = 2.4, half the codes in use
     k = 4096
     cb = _measured(_iid(k, int(2.44 * k), live=k // 2))
-    verdicts = {v.check: v for v in codebook_verdicts(cb, ckpt="m")}
+    verdicts = {v.check: v for v in codebook_verdicts(cb, remedy=CTX)}
     assert verdicts["utilization"].status == "insufficient"
     assert f"N >= {cb.usage.vectors_for_95:,} needed" in verdicts["utilization"].message
     assert verdicts["utilization"].remedy is None
@@ -99,13 +102,13 @@ def test_half_used_codebook_at_low_n_is_insufficient_not_fail():
     assert evaluate(rep, thresholds=Thresholds.defaults(), strict=True).exit_code == 1  # --strict: unjudged fails
     # with enough data the same half-used codebook is judged: a warn, not insufficient
     more = _measured(_iid(k, 40 * k, live=k // 2))
-    assert {v.check: v for v in codebook_verdicts(more, ckpt="m")}["utilization"].status == "warn"
+    assert {v.check: v for v in codebook_verdicts(more, remedy=CTX)}["utilization"].status == "warn"
 
 
 def test_collapse_at_low_n_still_fails():
     # 2% of codes used where a perfect codebook would use 45%: far below, whatever the N
     k = 16384
     cb = _measured(_iid(k, int(0.6 * k), live=k // 50))
-    verdicts = {v.check: v for v in codebook_verdicts(cb, ckpt="m")}
+    verdicts = {v.check: v for v in codebook_verdicts(cb, remedy=CTX)}
     assert verdicts["utilization"].status == "fail"
     assert verdicts["utilization"].threshold == pytest.approx(0.3 * cb.usage.expected_utilization)

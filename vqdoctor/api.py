@@ -41,6 +41,7 @@ from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_st
 from vqdoctor.io.transplant import Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
+from vqdoctor.remedies import data_args
 from vqdoctor.repair import compare, infer_modes_once, summary
 from vqdoctor.report.fix_result import FixOutcome
 from vqdoctor.report.schema import CheckpointInfo, Report
@@ -132,7 +133,8 @@ def inspect(
     session = open_session(checkpoint, data=data, analysis=analysis)
     stream = session.stream(data)
     report = diagnose(checkpoint=session.info, discovery=session.found, stream=stream, options=analysis,
-                      device=session.device, progress=progress)
+                      device=session.device, progress=progress,
+                      remedy_args=data_args(data, metric=analysis.metric))
     ignored = ignored_data_note(session.ckpt) if stream is None else None
     return report if ignored is None else replace(report, notes=[*report.notes, ignored])
 

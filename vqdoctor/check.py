@@ -26,7 +26,8 @@ from vqdoctor.core.results import (
     WMetrics,
 )
 from vqdoctor.errors import InputFileError, UsageError
-from vqdoctor.io.config import DEFAULT_MAX_REGRESSION
+from vqdoctor.options import DEFAULT_MAX_REGRESSION
+from vqdoctor.remedies import RemedyContext, fix_remedy
 from vqdoctor.report.schema import CodebookReport, Report
 from vqdoctor.verdicts import (
     CODEBOOK_CHECKS,
@@ -85,6 +86,22 @@ class Thresholds:
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def verdict_checks(limits: Thresholds) -> tuple[tuple[CheckSpec, ...], float]:
+    """The inspect checks with ``limits`` as their fail bounds (the warn bound stays where it is
+    stricter), and the merged-pairs fail bound: what ``vqdoctor inspect`` judges with a
+    configured ``[tool.vqdoctor.check]`` table, so inspect and check agree on what fails."""
+    specs = []
+    for spec in CODEBOOK_CHECKS:
+        bound = next((getattr(limits, f.name) for f in fields(Thresholds) if check_of(f.name) == spec.check), None)
+        if bound is None:
+            specs.append(spec)
+            continue
+        stricter = spec.warn is not None and (spec.warn > bound if spec.direction == "min" else spec.warn < bound)
+        specs.append(with_bounds(spec, warn=spec.warn if stricter else None, fail=float(bound)))
+    pairs = MERGED_PAIRS_FAIL if limits.max_merged_pairs is None else limits.max_merged_pairs + 0.5
+    return tuple(specs), pairs
 
 
 def check_of(threshold: str) -> str:
@@ -178,8 +195,9 @@ class CheckItem:
     threshold: float | None  # the bound that was applied (for baseline items: the tolerated value)
     baseline: float | None  # the baseline's value (baseline items only)
     message: str  # one line: why
-    remedy: str | None  # the command to run, on failure
+    remedy: str | None  # the command to run, on failure (shell-quoted), or why there is none
     percent: bool = False  # show the values as percentages (display only, not in JSON)
+    remedy_argv: tuple[str, ...] | None = None  # the remedy command as an argv list
 
     @property
     def name(self) -> str:
@@ -191,6 +209,7 @@ class CheckItem:
             "check": self.check, "codebook": self.codebook, "kind": self.kind, "outcome": self.outcome,
             "value": _finite(self.value), "threshold": _finite(self.threshold), "baseline": _finite(self.baseline),
             "message": self.message, "remedy": self.remedy,
+            "remedy_argv": None if self.remedy_argv is None else list(self.remedy_argv),
         }  # fmt: skip
 
 
@@ -262,7 +281,14 @@ def _skip_reason(check: str, cb: CodebookReport) -> str:
     return f"{_SPECS[check].describe} was not computed for this codebook"
 
 
-def _threshold_items(report: Report, limits: Thresholds, ckpt: str) -> list[CheckItem]:
+def _fix_item(spec: CheckSpec, cb: CodebookReport, outcome: Outcome, value: float, threshold: float | None,
+              baseline: float | None, message: str, kind: Kind, ctx: RemedyContext) -> CheckItem:
+    """A failed check with its fix command (vqdoctor/remedies.py)."""
+    fix = fix_remedy(spec.remedy, cb.name, ctx)
+    return CheckItem(spec.check, cb.name, kind, outcome, value, threshold, baseline, message, fix.text, spec.percent, fix.argv)
+
+
+def _threshold_items(report: Report, limits: Thresholds, ckpt: RemedyContext) -> list[CheckItem]:
     items: list[CheckItem] = []
     for cb in report.codebooks:
         for f in fields(Thresholds):
@@ -291,9 +317,8 @@ def _threshold_items(report: Report, limits: Thresholds, ckpt: str) -> list[Chec
                                        f"{shown}{clause}", None, spec.percent))
                 continue
             if status == "fail":
-                items.append(CheckItem(spec.check, cb.name, "threshold", "fail", float(value), bound, None,
-                                       f"{shown}; required {relation} {bound_shown}{clause}",
-                                       spec.remedy.format(ckpt=ckpt, codebook=cb.name), spec.percent))
+                items.append(_fix_item(spec, cb, "fail", float(value), bound, None,
+                                       f"{shown}; required {relation} {bound_shown}{clause}", "threshold", ckpt))
             else:
                 items.append(CheckItem(spec.check, cb.name, "threshold", "pass", float(value), bound, None,
                                        f"{shown} ({relation} {bound_shown}){clause}", None, spec.percent))
@@ -319,7 +344,8 @@ def _merged_pairs_item(ec: EmbeddingsCollapse | None, bound: int) -> CheckItem:
     return CheckItem(MERGED_PAIRS, None, "threshold", "pass", float(n), bound, None, message, None)
 
 
-def _regression_item(spec: CheckSpec, cb: CodebookReport, base: CodebookReport, max_regression: float, ckpt: str) -> CheckItem:
+def _regression_item(spec: CheckSpec, cb: CodebookReport, base: CodebookReport, max_regression: float,
+                     ckpt: RemedyContext) -> CheckItem:
     new, old = spec.value(cb), spec.value(base)
     if new is None or old is None:
         side = "this run" if new is None else "the baseline"
@@ -334,12 +360,12 @@ def _regression_item(spec: CheckSpec, cb: CodebookReport, base: CodebookReport, 
     message = (f"{spec.check} {verb} from {_fmt(old, spec.percent)} (baseline) to {_fmt(new, spec.percent)} "
                f"({change}allowed {'>=' if spec.direction == 'min' else '<='} {_fmt(bound, spec.percent)})")
     if worse > tolerance:
-        return CheckItem(spec.check, cb.name, "baseline", "fail", float(new), bound, float(old),
-                         f"regression: {message}", spec.remedy.format(ckpt=ckpt, codebook=cb.name), spec.percent)
+        return _fix_item(spec, cb, "fail", float(new), bound, float(old), f"regression: {message}", "baseline", ckpt)
     return CheckItem(spec.check, cb.name, "baseline", "pass", float(new), bound, float(old), message, None, spec.percent)
 
 
-def _baseline_items(report: Report, baseline: Mapping[str, Any], max_regression: float, ckpt: str) -> list[CheckItem]:
+def _baseline_items(report: Report, baseline: Mapping[str, Any], max_regression: float,
+                    ckpt: RemedyContext) -> list[CheckItem]:
     base_cbs = {cb.name: cb for cb in (codebook_from_dict(d) for d in baseline.get("codebooks") or [])}
     now = {cb.name: cb for cb in report.codebooks}
     items: list[CheckItem] = []
@@ -391,18 +417,20 @@ def evaluate(
     max_regression: float = DEFAULT_MAX_REGRESSION,
     strict: bool = False,
     ckpt: str | None = None,
+    remedy: RemedyContext | None = None,
 ) -> CheckResult:
     """Judge ``report`` against ``thresholds`` (per codebook, per level for stacks; merged pairs
     model-wide) and, when given, against ``baseline`` (a ``vqdoctor.report/1`` dict): one CheckItem
     per check per codebook. A value that does not apply is "skipped" with the reason; one the data
     are too few to judge (docs/verdicts.md, "Sample size") is "insufficient", which does not fail;
-    with ``strict`` a skipped or insufficient check fails instead. ``ckpt`` fills the remedies (default: the report's path)."""
+    with ``strict`` a skipped or insufficient check fails instead. ``remedy`` fills the fix commands (default: ``ckpt``, else the report's path, without data options)."""
     if max_regression < 0:
         raise UsageError(f"max_regression = {max_regression} is negative.", "Pass a relative tolerance such as 0.05.")
-    ckpt = report.checkpoint.path if ckpt is None else ckpt
-    items = _threshold_items(report, thresholds, ckpt)
+    ctx = remedy or RemedyContext(report.checkpoint.path if ckpt is None else ckpt, report.checkpoint.format,
+                                  has_data=report.data.vectors is not None)
+    items = _threshold_items(report, thresholds, ctx)
     if baseline is not None:
-        items += _baseline_items(report, baseline, max_regression, ckpt)
+        items += _baseline_items(report, baseline, max_regression, ctx)
     if strict:
         items = [_strict(i) for i in items]
     return CheckResult(items, thresholds, threshold_source, strict,

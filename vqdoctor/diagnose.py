@@ -31,6 +31,7 @@ from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import DataError
 from vqdoctor.io.stream import VectorStream
 from vqdoctor.options import AnalysisOptions
+from vqdoctor.remedies import RemedyContext
 from vqdoctor.report.schema import (
     CheckpointInfo,
     CodebookReport,
@@ -228,8 +229,10 @@ def build_report(
     discovery: Discovery,
     gathered: Gathered | None,
     options: AnalysisOptions,
+    remedy_args: tuple[str, ...] = (),
 ) -> Report:
-    """Turn statistics (None: data-free analysis) into the Report with verdicts."""
+    """Turn statistics (None: data-free analysis) into the Report with verdicts. ``remedy_args``:
+    the user's data options as flags, repeated in the fix commands (vqdoctor/remedies.py)."""
     notes: list[str] = list(discovery.notes)
     budget = options.memory_budget_mb << 20
     codebooks = [cb for s in discovery.stacks for cb in s.codebooks]
@@ -262,11 +265,12 @@ def build_report(
 
     reports: list[CodebookReport] = []
     verdicts = []
+    remedy = RemedyContext(checkpoint.path, checkpoint.format, remedy_args, has_data=g is not None)
     for stack in discovery.stacks:
         for cb in stack.codebooks:
             rep = _codebook_report(stack, cb, stats.get(cb.name), sub_out.get(cb.name), g, options)
             reports.append(rep)
-            verdicts.extend(codebook_verdicts(rep, ckpt=checkpoint.path))
+            verdicts.extend(codebook_verdicts(rep, remedy=remedy))
     verdicts.extend(embeddings_verdicts(embeddings))
     findings = diagnosis(reports, embeddings, verdicts)
     free = [{"name": f.name, "kind": f.kind, "note": f.note} for f in discovery.codebook_free]
@@ -285,12 +289,14 @@ def diagnose(
     options: AnalysisOptions,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
+    remedy_args: tuple[str, ...] = (),
 ) -> Report:
     """Analyse every codebook of ``discovery`` over ``stream`` (None: data-free analysis)."""
     gathered = None
     if stream is not None:
         gathered = gather(discovery=discovery, stream=stream, options=options, device=device, progress=progress)
-    return build_report(checkpoint=checkpoint, discovery=discovery, gathered=gathered, options=options)
+    return build_report(checkpoint=checkpoint, discovery=discovery, gathered=gathered, options=options,
+                        remedy_args=remedy_args)
 
 
 def _modes_of_samples(samples: torch.Tensor, sub_sample: torch.Tensor, sub_modes: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import CodebookNotFoundError, DataError, UsageError
 from vqdoctor.io.checkpoints import _common_prefix
 from vqdoctor.io.store import TensorStore
+from vqdoctor.remedies import RemedyContext
 from vqdoctor.report.schema import CheckpointInfo, CodebookReport, DataInfo, Report, Verdict
 from vqdoctor.verdicts import FAMILIES, codebook_verdicts, diagnosis
 
@@ -330,7 +331,7 @@ class Monitor:
                 for cb in stack.codebooks:
                     rep = _report_of(stack, cb, stats.get(cb.name))
                     reports.append(rep)
-                    verdicts.extend(codebook_verdicts(rep, ckpt="CHECKPOINT"))  # the repairs run on a saved one
+                    verdicts.extend(codebook_verdicts(rep, remedy=RemedyContext(label, "memory")))
         started = self._announce(verdicts, step, stacklevel=stacklevel)
         vectors = max((s.vectors for s in stats.values()), default=0)
         calls = sum(w.recorded for w in self._watched)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEFAULT_MAX_REGRESSION = 0.05  # check --max-regression: tolerated relative worsening against --baseline
 METRICS = ("auto", "euclidean", "cosine")  # --metric: how codes are compared (auto: layout, config, codes)
 
 

@@ -15,6 +15,7 @@ from vqdoctor.core.collapse import tokens_collapse
 from vqdoctor.diagnose import _embeddings
 from vqdoctor.errors import DataError
 from vqdoctor.io.stats_file import Statistics
+from vqdoctor.remedies import RemedyContext
 from vqdoctor.report.schema import CodebookReport, DataInfo, Report
 from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts
 
@@ -47,7 +48,7 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
             geometry=None, w=None, tokens_collapse=tokens, counts=counts,
         )
         reports.append(rep)
-        verdicts.extend(codebook_verdicts(rep, ckpt=stats.checkpoint.path))
+        verdicts.extend(codebook_verdicts(rep, remedy=RemedyContext(stats.checkpoint.path, stats.checkpoint.format)))
     embeddings, embeddings_note = None, None
     if g.sub_modes is not None and g.mode_source is not None:
         embeddings, embeddings_note = _embeddings(g, options)  # the same like-for-like comparison as inspect

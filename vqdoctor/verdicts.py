@@ -7,13 +7,15 @@ one line, with the command that repairs it. Defaults are documented in ``docs/ve
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from vqdoctor.core.expect import vectors_needed
 from vqdoctor.core.results import EmbeddingsCollapse, TokensCollapse
-from vqdoctor.report.schema import CodebookReport, Finding, Status, Verdict
+from vqdoctor.remedies import RemedyContext, fix_remedy
+from vqdoctor.report.schema import CodebookReport, Finding, Report, Status, Verdict
 
 Direction = Literal["min", "max"]  # "min": the value must stay above the bounds; "max": below
 
@@ -25,9 +27,10 @@ class CheckSpec:
     direction: Direction
     warn: float | None
     fail: float | None
-    remedy: str  # command template; {ckpt} and {codebook} are filled in
+    remedy: str  # the fix that repairs it: kmeans | revive | simvq (vqdoctor/remedies.py writes the command)
     value: Callable[[CodebookReport], float | None]
     percent: bool = False  # show the value as a percentage
+    count: bool = False  # the value is a whole number: the bound is reported as the equivalent integer
     # sample size (docs/verdicts.md): a bound on the value *relative* to what a perfect codebook
     # reaches with the same N, turned into a bound on the value itself; None: judged as it is
     scaled: Callable[[CodebookReport, float], float] | None = None
@@ -128,9 +131,10 @@ def _starved(cb: CodebookReport) -> float | None:
     return float(len(tc.starved_modes)) if judged else None
 
 
-KMEANS = "vqdoctor fix kmeans {ckpt} --codebook '{codebook}' --out fixed.safetensors (data options as here; --encoder-from PRETRAINED to initialise from a pretrained encoder)"
-REVIVE = "vqdoctor fix revive {ckpt} --codebook '{codebook}' --out fixed.safetensors (data options as here)"
-SIMVQ = "vqdoctor fix simvq {ckpt} --codebook '{codebook}' --mode paper --out simvq.safetensors, then retrain with W learned"
+# the `vqdoctor fix` command that repairs a failing check (vqdoctor/remedies.py builds it)
+KMEANS = "kmeans"
+REVIVE = "revive"
+SIMVQ = "simvq"
 
 CODEBOOK_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("utilization", "share of codes used at least once", "min", 0.8, 0.3, REVIVE, _usage("utilization"), percent=True,
@@ -147,7 +151,7 @@ CODEBOOK_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("allocation_tv", "total variation between live-code shares and data shares over modes", "max", 0.15, 0.3, KMEANS, _allocation_tv,
               needed=_allocation_needed),
     CheckSpec("starved_modes", "data modes with live-code share < 0.5 x data share", "max", 0.5, 1.5, KMEANS, _starved,
-              needed=_allocation_needed),
+              count=True, needed=_allocation_needed),
 )
 
 MERGED_PAIRS_WARN = None  # no warn level:
@@ -172,6 +176,16 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{value:.1%}" if percent else f"{value:.3g}"
 
 
+def integer_bound(bound: float, direction: Direction) -> float:
+    """The whole number that a count compares against as it does against ``bound``: a count above
+    1.5 is a count above 1 (``max``), a count below 2.5 one below 3 (``min``)."""
+    return float(math.floor(bound) if direction == "max" else math.ceil(bound))
+
+
+def unit_of(spec: CheckSpec) -> str:
+    return "share" if spec.percent else "count" if spec.count else "number"
+
+
 def judge(spec: CheckSpec, cb: CodebookReport, value: float, *, warn: float | None, fail: float | None) -> tuple[Status, float | None, str]:
     """Status of ``value`` against the spec's bounds at this sample size: (status, the bound on the
     value that decided it, the sample-size clause for the message)."""
@@ -193,14 +207,18 @@ def judge(spec: CheckSpec, cb: CodebookReport, value: float, *, warn: float | No
 
 
 def codebook_verdicts(
-    cb: CodebookReport, *, ckpt: str, checks: Sequence[CheckSpec] = CODEBOOK_CHECKS
+    cb: CodebookReport, *, remedy: RemedyContext, checks: Sequence[CheckSpec] = CODEBOOK_CHECKS
 ) -> list[Verdict]:
+    """One verdict per check that applies to ``cb``; a non-ok one carries the fix command for
+    ``remedy``'s checkpoint and data (:func:`vqdoctor.remedies.fix_remedy`)."""
     out: list[Verdict] = []
     for spec in checks:
         value = spec.value(cb)
         if value is None:
             continue
         status, bound, clause = judge(spec, cb, value, warn=spec.warn, fail=spec.fail)
+        if spec.count and bound is not None:
+            bound = integer_bound(bound, spec.direction)
         relation = ">=" if spec.direction == "min" else "<="
         if status in ("ok", "insufficient"):
             message = f"{spec.describe} is {_fmt(value, spec.percent)}{clause}"
@@ -212,17 +230,20 @@ def codebook_verdicts(
             if spec.check == "starved_modes" and cb.tokens_collapse is not None:
                 names = [m.label for m in cb.tokens_collapse.per_mode if m.mode in cb.tokens_collapse.starved_modes]
                 message += f" (starved: {', '.join(names)})"
-        remedy = None if status in ("ok", "insufficient") else spec.remedy.format(ckpt=ckpt, codebook=cb.name)
-        out.append(Verdict(spec.check, cb.name, status, float(value), bound, message, remedy))
+        fix = None if status in ("ok", "insufficient") else fix_remedy(spec.remedy, cb.name, remedy)
+        out.append(Verdict(spec.check, cb.name, status, float(value), bound, message,
+                           None if fix is None else fix.text, None if fix is None or fix.argv is None else list(fix.argv),
+                           unit_of(spec)))
     return out
 
 
-def embeddings_verdicts(ec: EmbeddingsCollapse | None) -> list[Verdict]:
+def embeddings_verdicts(ec: EmbeddingsCollapse | None, *, fail: float = MERGED_PAIRS_FAIL) -> list[Verdict]:
     """The merged-pairs verdict, only from a real input-side comparison (no inputs: no verdict)."""
     if ec is None or ec.input_knn_purity is None:
         return []
     n = float(len(ec.merged_pairs))
-    status, bound = status_of(n, direction="max", warn=MERGED_PAIRS_WARN, fail=MERGED_PAIRS_FAIL)
+    status, bound = status_of(n, direction="max", warn=MERGED_PAIRS_WARN, fail=fail)
+    bound = None if bound is None else integer_bound(bound, "max")
     if status == "ok":
         message = "no pair of data modes merges in the latent space"
         remedy = None
@@ -230,11 +251,22 @@ def embeddings_verdicts(ec: EmbeddingsCollapse | None) -> list[Verdict]:
         pairs = ", ".join(f"{p.label_a}+{p.label_b}" for p in ec.merged_pairs)
         message = f"{len(ec.merged_pairs)} pair(s) of data modes merge in the latent space: {pairs}"
         remedy = EMBEDDINGS_REMEDY
-    return [Verdict("merged_pairs", None, status, n, bound, message, remedy)]
+    return [Verdict("merged_pairs", None, status, n, bound, message, remedy, None, "count")]
 
 
 def with_bounds(spec: CheckSpec, *, warn: float | None, fail: float | None) -> CheckSpec:
     return replace(spec, warn=warn, fail=fail)
+
+
+def rejudged(report: Report, *, checks: Sequence[CheckSpec], merged_pairs_fail: float, remedy: RemedyContext,
+             source: str) -> Report:
+    """``report`` with its verdicts and diagnosis judged again against ``checks`` (e.g. the fail
+    bounds a ``[tool.vqdoctor.check]`` table configures, so ``inspect`` and ``check`` agree), and a
+    note naming ``source``."""
+    verdicts = [v for cb in report.codebooks for v in codebook_verdicts(cb, remedy=remedy, checks=checks)]
+    verdicts += embeddings_verdicts(report.embeddings_collapse, fail=merged_pairs_fail)
+    return replace(report, verdicts=verdicts, diagnosis=diagnosis(report.codebooks, report.embeddings_collapse, verdicts),
+                   notes=[*report.notes, f"Fail bounds from {source} (as `vqdoctor check` applies them)."])
 
 
 # --- diagnosis: verdicts grouped into the collapse they reveal --------------------------------
@@ -335,8 +367,9 @@ def diagnosis(codebooks: Sequence[CodebookReport], embeddings: EmbeddingsCollaps
                 summary += "; " + _too_few(cbs)
         else:
             summary = "; ".join(f"{v.codebook}: {v.message}" for v in bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
-        remedy = next((v.remedy for v in bad if v.status == status and v.remedy), None)
-        findings.append(Finding(collapse, status, names, summary, remedy))
+        first = next((v for v in bad if v.status == status and v.remedy), None)
+        findings.append(Finding(collapse, status, names, summary, None if first is None else first.remedy,
+                                None if first is None else first.remedy_argv))
     evidence = {f.collapse: _evidence(f.collapse, codebooks, embeddings) for f in findings}
     findings.sort(key=lambda f: (-_RANK[f.status], -evidence[f.collapse]))  # stable: FAMILIES order on ties
     if not findings and verdicts:

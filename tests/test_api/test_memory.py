@@ -61,11 +61,14 @@ def _cli_json(*args) -> dict:
 
 def _without_sources(doc: dict) -> dict:
     """The report without where the checkpoint and data came from (paths, formats; the remedies
-    name the checkpoint's path)."""
+    name the checkpoint and data as given: a fix command for files, why there is none for an
+    object in memory)."""
     text = json.dumps(doc).replace(doc["checkpoint"]["path"], "CKPT")
     out = json.loads(text)
     out.pop("checkpoint")
     out["data"] = {k: v for k, v in out["data"].items() if k != "source"}
+    for key in ("verdicts", "diagnosis"):
+        out[key] = [{k: v for k, v in item.items() if k not in ("remedy", "remedy_argv")} for item in out[key]]
     return out
 
 

@@ -269,7 +269,7 @@ def test_a_collapse_mid_run_is_warned_once_per_verdict_at_the_step_it_turns_on()
     assert len(ours) == len(started)  # one warning per transition, none at the later checks
     text = str(next(w.message for w in ours if "utilization" in str(w.message)))
     assert "codebook 'quantizer' utilization turned fail (was ok) at step 60" in text
-    assert "3.1%" in text and "vqdoctor fix revive CHECKPOINT --codebook 'quantizer'" in text
+    assert "3.1%" in text and "vqdoctor fix revive FILE.safetensors --codebook quantizer" in text
     call = next(i for i, line in enumerate(open(__file__), 1) if "out.append(monitor.check(step=step))" in line)
     assert (ours[0].filename, ours[0].lineno) == (__file__, call)  # points at the caller of check()
     assert monitor.collapse_started == []  # the last check's: nothing new

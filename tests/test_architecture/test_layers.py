@@ -34,3 +34,15 @@ def test_core_module_imports_nothing_impure(module):
 
 def test_check_evaluator_is_pure():
     assert _impure("vqdoctor.check", CHECK_FORBIDDEN) == ""
+
+
+# The renderers of the Report read only the Report: what a verdict needs to be shown (its unit, its
+# remedy) travels with it, so report/ imports nothing above it (no verdicts, checks or commands).
+RENDER_MODULES = ["vqdoctor.report.text", "vqdoctor.report.terminal", "vqdoctor.report.junit"]
+RENDER_FORBIDDEN = ("vqdoctor.verdicts", "vqdoctor.check", "vqdoctor.api", "vqdoctor.diagnose", "vqdoctor.cli",
+                    "vqdoctor.remedies", "typer")
+
+
+@pytest.mark.parametrize("module", RENDER_MODULES)
+def test_renderers_import_nothing_above_report(module):
+    assert _impure(module, RENDER_FORBIDDEN) == "", module

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 from check_helpers import CKPT, codebook, embeddings, healthy, report, rvq
 
@@ -53,7 +55,7 @@ def test_failed_threshold_names_value_bound_and_remedy():
     item = by(result, "utilization", "quantize.embedding")
     assert item.outcome == "fail" and item.value == 0.25 and item.threshold == 0.5
     assert "25.0%" in item.message and "50.0%" in item.message
-    assert item.remedy.startswith("vqdoctor fix revive runs/tok/last.safetensors --codebook 'quantize.embedding'")
+    assert item.remedy == "vqdoctor fix revive runs/tok/last.safetensors --codebook quantize.embedding --out fixed.safetensors"
     assert [i.check for i in result.items] == ["utilization"]  # only what is configured
 
 
@@ -81,7 +83,9 @@ def test_each_level_of_a_stack_is_checked():
 )
 def test_each_threshold_fails_on_its_metric(limits, cb, check):
     item = by(evaluate(report(cb), thresholds=limits), check, cb.name)
-    assert item.outcome == "fail" and item.remedy == SPECS[check].remedy.format(ckpt=CKPT, codebook=cb.name)
+    assert item.outcome == "fail" and item.remedy_argv is not None
+    assert shlex.split(item.remedy) == list(item.remedy_argv)
+    assert item.remedy_argv[:6] == ("vqdoctor", "fix", SPECS[check].remedy, CKPT, "--codebook", cb.name)
 
 
 def test_missing_metrics_are_skipped_with_the_reason():
@@ -213,7 +217,7 @@ def test_check_document_embeds_a_valid_report():
     assert doc["summary"]["fail"] >= 1 and doc["thresholds"]["min_utilization"] == 0.3
     validate_report_dict(doc["report"])
     first = doc["results"][0]
-    assert set(first) == {"check", "codebook", "kind", "outcome", "value", "threshold", "baseline", "message", "remedy"}
+    assert set(first) == {"check", "codebook", "kind", "outcome", "value", "threshold", "baseline", "message", "remedy", "remedy_argv"}
 
 
 def test_residual_levels_are_not_gated_on_allocation_even_with_strict():

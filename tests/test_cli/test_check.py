@@ -61,7 +61,39 @@ def test_exit_1_when_a_check_fails_with_the_remedy(fake):
     res = check()
     assert res.exit_code == 1, res.output
     assert "FAILED" in res.stdout and "12.5%" in res.stdout
-    assert "vqdoctor fix revive model.safetensors --codebook 'quantize.embedding'" in res.stdout
+    assert "vqdoctor fix revive model.safetensors --codebook quantize.embedding --out fixed.safetensors" in res.stdout
+
+
+def test_remedy_repeats_the_data_options_in_check_and_junit(fake, tmp_path):
+    import shlex
+
+    fake.report = report(codebook(used=2), ec=embeddings())
+    res = check("--latents", "my z.npy", "--labels", "y.npy", "--nesting", "ema", "--junit", "j.xml")
+    assert res.exit_code == 1, res.output
+    cmd = ("vqdoctor fix revive model.safetensors --codebook quantize.embedding --latents 'my z.npy' "
+           "--labels y.npy --nesting ema --out fixed.safetensors")
+    assert cmd in res.stdout
+    failures = [f.text for f in ET.parse(tmp_path / "j.xml").getroot().iter("failure")]
+    remedies = [t.split("remedy: ", 1)[1] for t in failures if "remedy: vqdoctor" in t]
+    assert cmd in remedies and all(shlex.split(r)[:2] == ["vqdoctor", "fix"] for r in remedies)
+    assert fake.calls[-1][1].nesting == "ema"  # --nesting reaches the analysis: EMA weights can be gated
+
+
+def test_quiet_prints_nothing_and_keeps_the_exit_code(fake):
+    fake.report = report(codebook(used=2), ec=embeddings())
+    res = check("--quiet")
+    assert res.exit_code == 1 and res.stdout == "", res.output
+    fake.report = healthy()
+    res = check("-q")
+    assert res.exit_code == 0 and res.stdout == ""
+
+
+def test_verbose_adds_the_full_report(fake):
+    fake.report = report(codebook(used=2), ec=embeddings())
+    res = check("--verbose")
+    assert res.exit_code == 1, res.output
+    assert "verdicts ─" in res.stdout and "FAILED" in res.stdout
+    assert check("--verbose", "--quiet").exit_code == 2
 
 
 def test_exit_2_on_input_error_without_traceback(fake):

@@ -139,6 +139,33 @@ def test_default_runs_the_shipped_sample():
     assert "vanilla_tokens_collapse" in res.output and "tokens collapse" in res.stdout and "Try next" in res.stdout
 
 
+def test_default_report_fits_80_columns_in_40_lines():
+    res = runner.invoke(app, ["inspect"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) <= 40, res.stdout
+    assert max(len(line) for line in lines) <= 80
+    assert "diagnosis" in res.stdout and "FAIL starved_modes [quantizer] value 8 (threshold 1)" in res.stdout
+    assert res.stdout.count("remedy: vqdoctor fix") == 2  # one per finding, "the one above" for a repeat
+    assert "(data options" not in res.stdout
+
+
+def test_verbose_shows_every_verdict_and_quiet_nothing(model, latents, tmp_path):
+    import vqdoctor
+    from vqdoctor.options import DataOptions
+
+    report = vqdoctor.inspect(model[0], data=DataOptions(latents=latents))
+    res = _run(model[0], "--latents", latents, "--verbose", "--projection", "none")
+    assert res.exit_code == 0, res.output
+    for v in report.verdicts:
+        assert f"{v.status.upper():<4} {v.check} [{v.codebook}]" in res.stdout, v
+    assert "verdicts ─" in res.stdout and "notes ─" in res.stdout
+    res = _run(model[0], "--latents", latents, "--quiet", "--json", tmp_path / "r.json", "--projection", "none")
+    assert res.exit_code == 0 and res.stdout == "", res.output
+    assert json.loads((tmp_path / "r.json").read_text())["verdicts"]  # the files asked for are still written
+    _assert_error(_run(model[0], "--verbose", "--quiet"), "--verbose", "--quiet")
+
+
 def test_sample_paths_work_outside_the_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no sample_checkpoints/ here, as after a plain pip install
     res = runner.invoke(app, ["inspect", "sample_checkpoints/pretrained_healthy.safetensors", "--projection", "none"])
@@ -153,6 +180,41 @@ def test_error_paragraph_reads_as_sentences():
     text = format_error(InputFileError("model.safetensors is truncated", "re-download it"))
     assert text == "Error: model.safetensors is truncated. Re-download it."
     assert format_error(InputFileError("unknown metric 'l1'", "use 'euclidean'")) == "Error: Unknown metric 'l1'. Use 'euclidean'."
+
+
+def test_error_keeps_a_path_as_the_user_wrote_it(model, latents, tmp_path, monkeypatch):
+    from vqdoctor.cli.errors import format_error
+    from vqdoctor.errors import DataError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    assert format_error(DataError("images holds nothing")).startswith("Error: images holds nothing.")
+    res = _run(model[0], "--latents", latents, "--inputs", "images", "--projection", "none")
+    assert res.exit_code == 2, res.output
+    assert "Error: images/ holds no images" in " ".join(res.output.split()), res.output
+
+
+def test_inspect_honours_the_check_table_of_pyproject(model, latents, tmp_path, monkeypatch):
+    """The fail bounds of [tool.vqdoctor.check] judge inspect's verdicts too: inspect and check agree."""
+    import vqdoctor.cli.check_cmd  # noqa: F401  (registers `check`)
+
+    work = tmp_path / "proj" / "sub"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    res = _run(model[0], "--latents", latents, "--json", "-", "--projection", "none")
+    before = {v["check"]: v for v in json.loads(res.stdout)["verdicts"]}
+    assert before["utilization"]["status"] == "warn"  # 75% used: below the warn bound 80%, above the fail bound
+    (tmp_path / "proj" / "pyproject.toml").write_text("[tool.vqdoctor.check]\nmin_utilization = 0.9\n")
+    res = _run(model[0], "--latents", latents, "--json", "-", "--projection", "none")
+    doc = json.loads(res.stdout)
+    after = {v["check"]: v for v in doc["verdicts"]}
+    assert after["utilization"]["status"] == "fail" and after["utilization"]["threshold"] == pytest.approx(0.9, abs=0.02)
+    assert after["utilization"]["remedy_argv"][:3] == ["vqdoctor", "fix", "revive"]
+    assert "--latents" in after["utilization"]["remedy_argv"]
+    assert any("pyproject.toml [tool.vqdoctor.check]" in n for n in doc["notes"])
+    assert doc["diagnosis"][0]["status"] == "fail"
+    res = runner.invoke(app, ["check", str(model[0]), "--latents", str(latents)])
+    assert res.exit_code == 1 and "utilization" in res.stdout  # check fails on the same bound
 
 
 def test_latents_that_fit_no_stack_name_every_stack(tmp_path):

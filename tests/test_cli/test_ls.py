@@ -62,6 +62,31 @@ def test_ls_pickle_lightning_nesting(tmp_path):
     assert len(doc["codebooks"]) == 3 and doc["checkpoint"]["nesting"]
 
 
+@pytest.mark.parametrize("columns", [80, 100])
+def test_ls_readable_at_80_and_100_columns(rvq_file, columns):
+    """No word is split across lines: every name, kind and EMA buffer role appears whole."""
+    res = runner.invoke(app, ["ls", str(rvq_file)], env={"COLUMNS": str(columns)})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    words = {w.strip(",") for line in lines for w in line.split()}
+    for whole in ("quantizer.vq.layers.0", "quantizer.vq.layers.2", "cluster_size", "embed_avg", "euclidean", "ema"):
+        assert whole in words, (whole, res.stdout)
+
+
+def test_ls_nesting_picks_the_ema_weights(tmp_path):
+    path = tmp_path / "model.ckpt"
+    main = {"model." + k: v for k, v in _rvq_state().items()}
+    ema = {"model." + k: v for k, v in _rvq_state().items() if "layers.0" in k or "encoder" in k}
+    torch.save({"state_dict": main, "ema": ema, "epoch": 3}, path)
+    res = runner.invoke(app, ["ls", str(path), "--nesting", "ema", "--json", "-"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["codebooks"]) == 1 and "ema" in " ".join(doc["checkpoint"]["nesting"])
+    res = runner.invoke(app, ["ls", str(path), "--json", "-"])
+    assert len(json.loads(res.stdout)["codebooks"]) == 3
+
+
 def test_ls_no_codebook_is_plain_and_exit_zero(tmp_path):
     path = tmp_path / "lm.safetensors"
     save_file({"model.embed_tokens.weight": torch.zeros(100, 8), "lm_head.weight": torch.zeros(100, 8)}, str(path))

@@ -19,6 +19,7 @@ from vqdoctor.core.results import (
     UsageMetrics,
     WMetrics,
 )
+from vqdoctor.remedies import RemedyContext, fix_remedy
 from vqdoctor.report.schema import (
     CheckpointInfo,
     CodebookReport,
@@ -214,38 +215,42 @@ def make_example_report(*, name: str = "quantize.embedding") -> Report:
         merged_pairs=[MergedPair(1, 2, "blob", "spiral", input_overlap=0.01, latent_overlap=0.44)],
         subsample=1328,
     )
+    def fix(name_: str, cb: str) -> tuple[str, list[str]]:
+        r = fix_remedy(name_, cb, RemedyContext(CKPT, "pickle"))
+        return r.text, list(r.argv)
+
     verdicts = [
         Verdict(
             "utilization", name, "warn", 0.75, 0.8,
-            "share of codes used at least once is 75.0%; expected >= 80.0%",
-            f"vqdoctor fix revive {CKPT} --codebook '{name}' --out fixed.safetensors",
+            "share of codes used at least once is 75.0%; expected >= 80.0%", *fix("revive", name), "share",
         ),
         Verdict("relative_mse", name, "ok", 0.087, 0.5, "quantization MSE / latent variance is 0.087", None),
         Verdict(
-            "starved_modes", name, "fail", 1.0, 0.5,
-            "data modes with code share < 0.5 x data share is 1; expected <= 0.5 (starved: spiral)",
-            f"vqdoctor fix kmeans {CKPT} --codebook '{name}' --out fixed.safetensors",
+            "starved_modes", name, "fail", 1.0, 0.0,
+            "data modes with code share < 0.5 x data share is 1; expected <= 0 (starved: spiral)",
+            *fix("kmeans", name), "count",
         ),
-        Verdict("utilization", "rvq.layers.0._codebook.embed", "ok", 1.0, 0.8, "share of codes used at least once is 100.0%", None),
+        Verdict("utilization", "rvq.layers.0._codebook.embed", "ok", 1.0, 0.8, "share of codes used at least once is 100.0%",
+                None, None, "share"),
         Verdict(
             "utilization", "rvq.layers.2._codebook.embed", "fail", 0.375, 0.3,
-            "share of codes used at least once is 37.5%; expected >= 30.0%",
-            f"vqdoctor fix revive {CKPT} --codebook 'rvq.layers.2._codebook.embed' --out fixed.safetensors",
+            "share of codes used at least once is 37.5%; expected >= 30.0%", *fix("revive", "rvq.layers.2._codebook.embed"),
+            "share",
         ),
         Verdict(
             "relative_mse", "rvq.layers.2._codebook.embed", "warn", 0.97, 0.9,
-            "quantization MSE / latent variance is 0.97; expected <= 0.9", "vqdoctor fix kmeans ...",
+            "quantization MSE / latent variance is 0.97; expected <= 0.9", *fix("kmeans", "rvq.layers.2._codebook.embed"),
         ),
         Verdict("rank_fraction", "simvq", "ok", 1.0, 0.5, "numerical rank / min(K, d) of the codebook is 1", None),
         Verdict(
             "ema_dead_fraction", "ema_vq._codebook.embed", "warn", 0.5, 0.2,
             "share of codes the EMA buffer says are dead is 50.0%; expected <= 20.0%",
-            f"vqdoctor fix revive {CKPT} --codebook 'ema_vq._codebook.embed' --out fixed.safetensors",
+            *fix("revive", "ema_vq._codebook.embed"), "share",
         ),
         Verdict(
-            "merged_pairs", None, "fail", 1.0, 0.5,
+            "merged_pairs", None, "fail", 1.0, 0.0,
             "1 pair(s) of data modes merge in the latent space: blob+spiral",
-            "give the encoder more capacity, then `vqdoctor fix kmeans`",
+            "give the encoder more capacity, then `vqdoctor fix kmeans`", None, "count",
         ),
     ]
     projection = Projection2D(

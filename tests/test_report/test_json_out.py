@@ -86,7 +86,7 @@ def test_design_md_keys_are_there(example_report):
     assert {"input_modes", "embedding_modes", "merged_pairs"} <= set(ec)
     assert ec["merged_pairs"][0]["label_a"] == "blob"
     for v in doc["verdicts"]:
-        assert list(v) == ["check", "codebook", "status", "value", "threshold", "message", "remedy"]
+        assert list(v) == ["check", "codebook", "status", "value", "threshold", "message", "remedy", "remedy_argv", "unit"]
     assert {v["status"] for v in doc["verdicts"]} == {"ok", "warn", "fail"}
 
 

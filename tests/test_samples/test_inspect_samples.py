@@ -86,13 +86,19 @@ def _rounded(value):
     return value
 
 
+def _portable_remedy(item: dict) -> dict:
+    ckpt = str(sample_path(DEFAULT_SAMPLE))
+    argv = item["remedy_argv"] and ["CKPT" if a == ckpt else a for a in item["remedy_argv"]]
+    return {**item, "remedy": item["remedy"] and item["remedy"].replace(ckpt, "CKPT"), "remedy_argv": argv}
+
+
 def _portable(doc: dict) -> dict:
     doc = dict(doc)
     doc["checkpoint"] = {**doc["checkpoint"], "path": Path(doc["checkpoint"]["path"]).name}
     doc["data"] = {**doc["data"], "source": doc["data"]["source"].replace(str(sample_path(DEFAULT_SAMPLE).parent), "SAMPLES")}
     doc["notes"] = [n.replace(str(sample_path(DEFAULT_SAMPLE).parent), "SAMPLES") for n in doc["notes"]]
-    doc["verdicts"] = [{**v, "remedy": v["remedy"] and v["remedy"].replace(str(sample_path(DEFAULT_SAMPLE)), "CKPT")} for v in doc["verdicts"]]
-    doc["diagnosis"] = [{**f, "remedy": f["remedy"] and f["remedy"].replace(str(sample_path(DEFAULT_SAMPLE)), "CKPT")} for f in doc["diagnosis"]]
+    doc["verdicts"] = [_portable_remedy(v) for v in doc["verdicts"]]
+    doc["diagnosis"] = [_portable_remedy(f) for f in doc["diagnosis"]]
     doc.pop("vqdoctor_version")
     return _rounded(doc)
 

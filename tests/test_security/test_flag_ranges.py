@@ -98,15 +98,16 @@ def test_raw_data_flags(files, tmp_path, flag, value):
 
 
 def _paths(tmp_path):
+    (tmp_path / "a-file").write_text("x")
     return {
-        "missing folder": (tmp_path / "nope" / "o.json", "does not exist"),
+        "under a file": (tmp_path / "a-file" / "o.json", "is not a folder"),
         "/proc": ("/proc/o.json", "/proc"),
         "300-char name": (tmp_path / ("a" * 300 + ".json"), "255-byte limit"),
         "a folder": (tmp_path, "is a folder"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing folder", "/proc", "300-char name", "a folder"])
+@pytest.mark.parametrize("case", ["under a file", "/proc", "300-char name", "a folder"])
 def test_outputs_checked_before_the_analysis(files, tmp_path, case):
     ckpt, z = files
     target, fragment = _paths(tmp_path)[case]

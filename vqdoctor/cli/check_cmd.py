@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vqdoctor.cli.common import check_ranges, shared_options
+from vqdoctor.cli.common import QuietOpt, VerboseOpt, check_ranges, check_verbosity, shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.io.config import DEFAULT_MAX_REGRESSION
+from vqdoctor.options import DEFAULT_MAX_REGRESSION
 from vqdoctor.options import AnalysisOptions, DataOptions
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def render_check(result: CheckResult, console: Console) -> None:
     if remedies:
         console.print("Remedy:", highlight=False)
         for remedy in remedies:
-            console.print(f"  {remedy}", markup=False, highlight=False)
+            console.print(f"  {remedy}", markup=False, highlight=False, soft_wrap=True)  # one line: pastes as one command
     verdict = Text("PASSED" if result.passed else "FAILED", style="bold green" if result.passed else "bold red")
     tail = f" - {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"
     if counts["insufficient"]:
@@ -99,7 +99,7 @@ def render_check(result: CheckResult, console: Console) -> None:
 
 
 @translate_errors(internal_exit=2)
-@shared_options(exclude=("nesting", "projection", "shard"))
+@shared_options(exclude=("projection", "shard"))
 def check_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or Hugging Face folder.")],
     *,
@@ -118,6 +118,8 @@ def check_command(
     max_regression: MaxRegOpt = None,
     junit: JunitOpt = None,
     json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     r"""Gate a trained tokenizer in CI: per-codebook thresholds and an optional baseline comparison.
 
@@ -138,9 +140,12 @@ def check_command(
     from vqdoctor.errors import UsageError
     from vqdoctor.io.baseline import load_baseline
     from vqdoctor.io.config import load_check_config
+    from vqdoctor.remedies import RemedyContext, data_args
     from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
     from vqdoctor.report.junit import write_junit
+    from vqdoctor.report.terminal import render_terminal
 
+    check_verbosity(verbose, quiet)
     analysis = dataclasses.replace(analysis, projection="none")
     check_ranges(("--min-utilization", min_utilization), ("--max-dead-fraction", max_dead_fraction),
                  ("--min-normalized-perplexity", min_normalized_perplexity), ("--max-allocation-tv", max_allocation_tv),
@@ -174,7 +179,9 @@ def check_command(
         report, thresholds=thresholds, threshold_source=source, baseline=base,
         baseline_source=None if compared is None else str(compared),
         max_regression=DEFAULT_MAX_REGRESSION if settings.max_regression is None else settings.max_regression,
-        strict=bool(settings.strict), ckpt=str(checkpoint),
+        strict=bool(settings.strict),
+        remedy=RemedyContext(str(checkpoint), report.checkpoint.format, data_args(data, metric=analysis.metric),
+                             has_data=report.data.vectors is not None),
     )
 
     if junit is not None:
@@ -188,7 +195,10 @@ def check_command(
             typer.echo(text, nl=False)
         else:
             atomic_write_bytes(json_out, text.encode("utf-8"))
-    render_check(result, err if to_stdout else Console())
+    if verbose and not to_stdout:  # the report the checks judged, in full, before the gate's table
+        render_terminal(report, Console(), verbose=True)
+    if not quiet:
+        render_check(result, err if to_stdout else Console())
     if junit is not None:
         err.print(f"JUnit XML written to {junit}", markup=False, highlight=False)
     if write_baseline is not None:

@@ -51,6 +51,10 @@ BudgetOpt = Annotated[int, typer.Option("--memory-budget-mb", help="Memory for o
 
 ModesOpt = Annotated[str, typer.Option("--modes", help="Data modes for tokens/embeddings collapse: auto (labels, else inferred by GMM-BIC), labels (only given labels; never inferred) or none (skip both).", rich_help_panel="Analysis")]
 
+# How much of the report reaches stdout (inspect, check, merge); one of them at a time.
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show every detail: per-codebook facts, per-mode tables, every verdict with its remedy, the notes.", rich_help_panel="Output")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stdout (the exit code and the files asked for only; errors still go to stderr).", rich_help_panel="Output")]
+
 PROJECTIONS = ("tsne", "umap", "pca", "none")
 
 # Every numeric flag's range, checked here (one paragraph, exit 2) rather than by Typer (a box).
@@ -144,6 +148,11 @@ def parse_pixel_range(text: str | None) -> tuple[float, float] | None:
         raise UsageError(f"--pixel-range {text[:40]!r} is not one of {', '.join(PIXEL_RANGES)}.",
                          "Pass --pixel-range 0,1 or --pixel-range=-1,1 (or leave it out: the model's own range).")
     return PIXEL_RANGES[key]
+
+
+def check_verbosity(verbose: bool, quiet: bool) -> None:
+    if verbose and quiet:
+        raise UsageError("--verbose and --quiet cannot be combined.", "Pass one of them (or neither for the compact report).")
 
 
 def check_metric(metric: str) -> str:

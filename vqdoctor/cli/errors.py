@@ -21,11 +21,13 @@ DEBUG_ENV = "VQDOCTOR_DEBUG"
 
 def _sentence(text: str) -> str:
     """A message or hint as a sentence: a capital where it starts with a plain word (never a
-    file name, path, flag or code), and a full stop at the end."""
+    file name, path, flag or code: a word that names something on disk, such as the folder
+    ``images``, stays as the user wrote it), and a full stop at the end."""
     text = text.strip()
     if not text:
         return text
-    if re.fullmatch(r"[a-z][a-z'-]*[,:;]?", text.split()[0]):
+    first = text.split()[0]
+    if re.fullmatch(r"[a-z][a-z'-]*[,:;]?", first) and not os.path.lexists(first.rstrip(",:;")):
         text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
 

@@ -7,21 +7,27 @@ from typing import Annotated, Optional
 
 import typer
 
-from vqdoctor.cli.common import shared_options
+from vqdoctor.cli.common import QuietOpt, VerboseOpt, check_verbosity, shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.options import AnalysisOptions, DataOptions
 
 
-def _next_steps(ckpt: str) -> str:
+def _next_steps() -> str:
+    """After the default sample: the other samples and your own model, inside 80 columns."""
     return "\n".join([
-        "Try next:",
-        "  the paper's fix, healthy:  vqdoctor inspect sample_checkpoints/pretrained_healthy.safetensors",
-        "  embeddings collapse:       vqdoctor inspect sample_checkpoints/small_encoder_embeddings_collapse.safetensors",
-        "  pictures:                  vqdoctor inspect --html report.html --plots plots/",
-        "  machine-readable:          vqdoctor inspect --json -",
-        "  repair this one:           vqdoctor fix kmeans " + ckpt + " --out fixed.safetensors",
-        "  your own model:            vqdoctor inspect YOUR.ckpt --latents z.npy [--labels y.npy]",
+        "Try next: vqdoctor inspect pretrained_healthy       (the paper's fix: healthy)",
+        "          vqdoctor inspect small_encoder_embeddings_collapse",
+        "          vqdoctor inspect YOUR.ckpt --latents z.npy [--labels y.npy]",
     ])
+
+
+def _shown(path: Path) -> Path:
+    """A shipped sample's path relative to the working directory where it lies below it, so the
+    report and its remedies read ``vqdoctor/samples/NAME.safetensors``."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 @translate_errors
@@ -35,17 +41,22 @@ def inspect_command(
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Write the mergeable statistics to FILE (for vqdoctor merge); the report is skipped unless --json/--html/--plots is given.", rich_help_panel="Output")] = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Diagnose codebook collapse: usage, EMA, geometry, W rank, tokens and embeddings collapse."""
     from rich.console import Console
 
+    from vqdoctor.cli.configured import with_config_bounds
     from vqdoctor.cli.outputs import write_outputs
     from vqdoctor.cli.paths import check_outputs
     from vqdoctor.cli.runs import analyse
+    from vqdoctor.remedies import data_args
     from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
+    check_verbosity(verbose, quiet)
     default = checkpoint is None
-    path = sample_path(DEFAULT_SAMPLE) if default else checkpoint
+    path = _shown(sample_path(DEFAULT_SAMPLE)) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
@@ -53,11 +64,12 @@ def inspect_command(
         err.print(f"No checkpoint given: inspecting the shipped sample [bold]{DEFAULT_SAMPLE}[/] ({path}).")
     elif shipped is not None:
         err.print(f"{checkpoint} is not here: inspecting the shipped sample {shipped}.")
-        path = shipped
+        path = _shown(shipped)
     report = analyse(path, data=data, analysis=analysis, save_stats=save_stats,
                      want_report=json_out is not None or html is not None or plots is not None, err=err)
     if report is None:
         return
-    out = write_outputs(report, json_out=json_out, html=html, plots=plots, err=err)
+    report = with_config_bounds(report, data_args=data_args(data, metric=analysis.metric))
+    out = write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet)
     if out is not None and default:
-        out.print(_next_steps(str(path)))
+        out.print(_next_steps(), markup=False, highlight=False)

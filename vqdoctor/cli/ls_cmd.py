@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from vqdoctor.cli.common import MetricOpt, check_metric
+from vqdoctor.cli.common import MetricOpt, NestingOpt, check_metric
 from vqdoctor.cli.errors import translate_errors
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def metric_line(cb: Codebook) -> str:
 
 
 def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
+    from rich import box
     from rich.table import Table
 
     console.print(f"[bold]{ckpt.path}[/bold]  {ckpt.format}, {len(ckpt.state)} tensors, nesting: {ckpt.describe_nesting()}")
@@ -111,14 +112,17 @@ def render(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
         console.print("No codebook found.")
         return
     if found.stacks:
-        table = Table(title=f"{len(found.codebooks)} codebook(s) in {len(found.stacks)} stack(s)", show_lines=False)
-        for col in ("name", "layout", "kind", "K", "d", "metric", "position", "EMA buffers", "projections / W", "codes key"):
-            table.add_column(col, overflow="fold")
-        for st in found.stacks:
-            for cb in st.codebooks:
-                table.add_row(cb.name, cb.layout, cb.kind + ("" if cb.assignable else " (logits)"), str(cb.size),
-                              str(cb.dim), cb.metric, _position(st, cb), _ema(cb), _projections(st, cb),
-                              cb.keys.get("codes", "-"))
+        layouts = sorted({cb.layout for cb in found.codebooks})
+        table = Table(title=f"{len(found.codebooks)} codebook(s) in {len(found.stacks)} stack(s); layout: {', '.join(layouts)}",
+                      caption="codes keys and projections in detail: --json -", box=box.SIMPLE_HEAD,
+                      pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+        rows = [[cb.name, cb.kind + ("" if cb.assignable else " (logits)"), f"{cb.size:,} x {cb.dim:,}", cb.metric,
+                 _position(st, cb), _ema(cb), _projections(st, cb)] for st in found.stacks for cb in st.codebooks]
+        for i, col in enumerate(("name", "kind", "K x d", "metric", "pos.", "EMA buffers", "proj. / W")):
+            longest_word = max(len(w) for text in (col, *(row[i] for row in rows)) for w in text.split())
+            table.add_column(col, min_width=min(30, longest_word), overflow="fold")  # words stay whole
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
         for cb in found.codebooks:
             if cb.metric == "cosine" or cb.metric_source in ("flag", "config"):
@@ -144,6 +148,7 @@ def ls_command(
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the vqdoctor.ls/1 JSON document to PATH ('-' for stdout).")] = None,
     allow_global: Annotated[Optional[list[str]], typer.Option("--allow-global", help="Trust this plain-data class when unpickling (e.g. argparse.Namespace). Repeatable.")] = None,
     metric: MetricOpt = "auto",
+    nesting: NestingOpt = None,
 ) -> None:
     """List the codebooks found in a checkpoint: where, of which kind, how they are compared."""
     from rich.console import Console
@@ -155,7 +160,7 @@ def ls_command(
 
     check_outputs(("--json", json_out))
     metric = check_metric(metric)
-    ckpt = load_checkpoint(checkpoint, allow_globals=tuple(allow_global or ()))
+    ckpt = load_checkpoint(checkpoint, allow_globals=tuple(allow_global or ()), nesting=nesting)
     found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
     if codebook is not None:
         found = select(found, codebook, state=ckpt.state)

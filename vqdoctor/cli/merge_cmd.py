@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt
+from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt, QuietOpt, VerboseOpt, check_verbosity
 from vqdoctor.cli.errors import translate_errors
 
 
@@ -21,6 +21,8 @@ def merge_command(
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Also write the merged statistics to FILE (merge again later).", rich_help_panel="Output")] = None,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Merge the statistics of data shards into one report (refuses different checkpoints, codebooks or options).
 
@@ -30,9 +32,11 @@ def merge_command(
     from rich.console import Console
 
     from vqdoctor import api
+    from vqdoctor.cli.configured import with_config_bounds
     from vqdoctor.cli.outputs import write_outputs
     from vqdoctor.cli.paths import check_outputs
 
+    check_verbosity(verbose, quiet)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     stats = api.load_statistics(*files)
@@ -42,4 +46,5 @@ def merge_command(
         err.print(f"Merged statistics written to {save_stats}")
     report = api.report_from_statistics(stats, checkpoint=checkpoint,
                                         allow_globals=tuple(allow_global or ()), nesting=nesting)
-    write_outputs(report, json_out=json_out, html=html, plots=plots, err=err)
+    report = with_config_bounds(report)
+    write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet)

@@ -12,9 +12,10 @@ from vqdoctor.report.terminal import render_terminal
 
 
 def write_outputs(report: Report, *, json_out: str | None, html: Path | None, plots: Path | None,
-                  err: Console) -> Console | None:
-    """Write --json / --html / --plots, then the terminal report to stdout unless the JSON went
-    there. Returns the stdout console used (None when stdout carried the JSON)."""
+                  err: Console, verbose: bool = False, quiet: bool = False) -> Console | None:
+    """Write --json / --html / --plots, then the terminal report to stdout (``verbose``: every
+    detail) unless the JSON went there or ``quiet``. Returns the stdout console used (None when
+    nothing was printed there)."""
     if json_out is not None:
         write_json(report, json_out)
     if html is not None:
@@ -27,8 +28,8 @@ def write_outputs(report: Report, *, json_out: str | None, html: Path | None, pl
 
         written = save_plots(report, plots)
         err.print(f"{len(written)} plots written to {plots}/")
-    if json_out == "-":
+    if json_out == "-" or quiet:
         return None
     out = Console()
-    render_terminal(report, out)
+    render_terminal(report, out, verbose=verbose)
     return out

@@ -20,7 +20,6 @@ else:  # pragma: no cover - Python 3.10
 
 from vqdoctor.errors import InputFileError, UsageError
 
-DEFAULT_MAX_REGRESSION = 0.05  # check --max-regression: tolerated relative worsening against --baseline
 PYPROJECT = "pyproject.toml"
 PYPROJECT_TABLE = ("tool", "vqdoctor", "check")
 CONFIG_TABLE = ("check",)

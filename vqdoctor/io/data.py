@@ -51,6 +51,7 @@ of the samples. NaN/Inf raise :class:`~vqdoctor.errors.DataError` naming the fil
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -672,7 +673,7 @@ def _open_folder(path: Path, *, image_size: int | None, clip_seconds: float | No
         files, file_labels = _class_folder(path, IMAGE_SUFFIXES, "images")
         if not files:
             raise DataError(
-                f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) or audio clips ({', '.join(AUDIO_SUFFIXES)}), "
+                f"{path}{os.sep} holds no images ({', '.join(IMAGE_SUFFIXES)}) or audio clips ({', '.join(AUDIO_SUFFIXES)}), "
                 "directly or in sub-folders.",
                 hint="Point at an image or audio folder (one sub-folder per class), a manifest or an array file.")
     return _open_media(path, files, audio=audio, image_size=image_size, clip_seconds=clip_seconds,

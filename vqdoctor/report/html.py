@@ -12,7 +12,7 @@ from pathlib import Path
 from vqdoctor.report.json_out import atomic_write_bytes
 from vqdoctor.report.plots import figure_png, iter_plots
 from vqdoctor.report.schema import Report
-from vqdoctor.report.terminal import (
+from vqdoctor.report.text import (
     MODE_HEADERS,
     PAIR_HEADERS,
     SUMMARY_HEADERS,

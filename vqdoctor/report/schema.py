@@ -27,7 +27,9 @@ class Verdict:
     value: float | None
     threshold: float | None  # the bound that decided the status (warn or fail bound)
     message: str  # one line: why
-    remedy: str | None  # the command to run
+    remedy: str | None  # the command to run, shell-quoted (shlex.join of remedy_argv), or why there is none
+    remedy_argv: list[str] | None = None  # the command as an argv list; None when no command applies
+    unit: str = "number"  # how value and threshold read: "share" (a fraction, shown as %), "count" (whole numbers), "number"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class Finding:
     status: Status  # worst verdict of the checks behind it
     codebooks: list[str]  # codebooks affected ([] for model-wide findings)
     summary: str  # one sentence with the numbers
-    remedy: str | None
+    remedy: str | None  # as Verdict.remedy
+    remedy_argv: list[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,330 +1,56 @@
-"""The terminal report (rich): one summary table, then details, collapse sections, verdicts, notes.
+"""The terminal report (rich). By default compact: the summary table (one row per codebook, one
+per level of a stack), the diagnosis with one remedy per finding, one line per failing check and
+where to look next. ``verbose=True`` adds every detail: the header, each codebook's facts and
+per-mode table, every verdict with its remedy, and the notes.
 
-Everything shown is read from the Report; this module only formats. The text helpers here
-(``fmt_num``, ``fmt_pct``, ``summary_rows``, ``codebook_facts``, ...) are shared with the HTML
-renderer so both show the same words and numbers. Works without colour (``NO_COLOR``: statuses
-are words, not just colours) and on narrow terminals (cells wrap).
+Everything shown is read from the Report; the words and numbers come from ``report/text.py``
+(shared with the HTML report). Works without colour (``NO_COLOR``: statuses are words, not just
+colours) and on narrow terminals (numbers abbreviated, cells wrap, check lines cropped).
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vqdoctor.core.results import EmbeddingsCollapse, TokensCollapse
+from vqdoctor.core.results import TokensCollapse
 from vqdoctor.report.schema import CodebookReport, Report, Verdict
+from vqdoctor.report.text import (
+    MODE_HEADERS,
+    NONE,
+    PAIR_HEADERS,
+    STATUS_ORDER,
+    SummaryRow,
+    all_notes,
+    codebook_facts,
+    codebook_title,
+    embeddings_facts,
+    fmt_check_value,
+    fmt_num,
+    fmt_pct,
+    header_lines,
+    mode_rows,
+    pair_rows,
+    shell_lines,
+    sorted_verdicts,
+    summary_rows,
+    verdict_measure,
+)
+
+__all__ = ["STATUS_STYLE", "fmt_num", "fmt_pct", "render_terminal"]
 
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "insufficient": "cyan"}
-STATUS_ORDER = {"fail": 0, "warn": 1, "insufficient": 2, "ok": 3}
-NONE = "-"
 
 
-# ---------------------------------------------------------------- number formatting (for people)
-
-
-def fmt_num(x: float | int | None) -> str:
-    """3 significant figures; integers and values >= 1000 with thousands separators; None -> '-'."""
-    if x is None or isinstance(x, bool):
-        return NONE if x is None else str(x)
-    if isinstance(x, int):
-        return f"{x:,}"
-    x = float(x)
-    if not math.isfinite(x):
-        return NONE
-    if x == 0:
-        return "0"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) < 1e-3:
-        return f"{x:.2e}"
-    return f"{x:.3g}"
-
-
-def fmt_pct(x: float | None) -> str:
-    """A share in [0, 1] as a percentage: 0.75 -> '75.0%'; never rounds a share below 1 up to 100%."""
-    if x is None or not math.isfinite(float(x)):
-        return NONE
-    v = float(x) * 100
-    if v == 0:
-        return "0%"
-    if abs(v) < 1:
-        return f"{v:.2g}%"
-    s = f"{v:.1f}"
-    if x < 1 and s == "100.0":
-        s = "99.9"
-    return s + "%"
-
-
-@lru_cache(maxsize=1)
-def _percent_checks() -> frozenset[str]:
-    try:  # the checks' own formatting rule; the renderers still work without it
-        from vqdoctor.verdicts import CODEBOOK_CHECKS
-    except ImportError:  # pragma: no cover
-        return frozenset()
-    return frozenset(spec.check for spec in CODEBOOK_CHECKS if spec.percent)
-
-
-def fmt_check_value(check: str, x: float | None) -> str:
-    """A verdict's value or threshold, as a percentage where the check is a share."""
-    return fmt_pct(x) if check in _percent_checks() else fmt_num(x)
-
-
-# ---------------------------------------------------------------- text shared with the HTML report
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    name: str
-    level: str  # "" outside stacks of several levels
-    size_dim: str  # "K x d"
-    used: str  # utilization
-    dead: str
-    perplexity: str
-    normalized_perplexity: str
-    mse: str
-    relative_mse: str
-    ema_dead: str
-    rank: str  # "numerical / effective"
-    allocation_tv: str
-    verdicts: str  # "1 fail, 2 warn" | "3 ok" | "-"
-    worst: str | None  # worst status among this codebook's verdicts
-
-
-SUMMARY_HEADERS = (
-    "codebook", "K x d", "used", "dead", "perplexity", "(of K)", "quant. MSE", "(relative)",
-    "EMA dead", "rank / effective", "allocation TV", "verdicts",
-)  # fmt: skip
-
-
-def levels_of(report: Report) -> dict[str, int]:
-    """Stack name -> number of codebooks in it."""
-    out: dict[str, int] = {}
-    for cb in report.codebooks:
-        out[cb.stack] = out.get(cb.stack, 0) + 1
-    return out
-
-
-def codebook_verdicts(report: Report, cb: CodebookReport) -> list[Verdict]:
-    return [v for v in report.verdicts if v.codebook == cb.name]
-
-
-def verdict_summary(verdicts: Sequence[Verdict]) -> tuple[str, str | None]:
-    """('1 fail, 2 warn', 'fail') for a list of verdicts; ('-', None) for none."""
-    if not verdicts:
-        return NONE, None
-    counts = {s: sum(1 for v in verdicts if v.status == s) for s in ("fail", "warn", "insufficient", "ok")}
-    worst = min((v.status for v in verdicts), key=STATUS_ORDER.__getitem__)
-    bad = [f"{counts[s]} {s}" for s in ("fail", "warn", "insufficient") if counts[s]]
-    return (", ".join(bad) if bad else f"{counts['ok']} ok"), worst
-
-
-def summary_rows(report: Report) -> list[SummaryRow]:
-    stacks = levels_of(report)
-    rows = []
-    for cb in report.codebooks:
-        u, e, g, tc = cb.usage, cb.ema, cb.geometry, cb.tokens_collapse
-        text, worst = verdict_summary(codebook_verdicts(report, cb))
-        if e is not None and e.is_count and e.dead_codes_relative is not None:
-            ema_dead = f"{e.dead_codes_relative:,}/{cb.size:,}"
-        else:
-            ema_dead = NONE
-        rows.append(
-            SummaryRow(
-                name=cb.name,
-                level=f"level {cb.level}" if stacks[cb.stack] > 1 else "",
-                size_dim=f"{cb.size:,} x {cb.dim:,}",
-                used=NONE if u is None else fmt_pct(u.utilization),
-                dead=NONE if u is None else fmt_num(u.dead_codes),
-                perplexity=NONE if u is None else fmt_num(u.perplexity),
-                normalized_perplexity=NONE if u is None else fmt_pct(u.normalized_perplexity),
-                mse=NONE if u is None else fmt_num(u.quantization_mse),
-                relative_mse=NONE if u is None else fmt_num(u.relative_mse),
-                ema_dead=ema_dead,
-                rank=NONE if g is None else f"{g.numerical_rank:,} / {fmt_num(g.effective_rank)}",
-                allocation_tv=NONE if tc is None else fmt_num(tc.allocation_tv),
-                verdicts=text,
-                worst=worst,
-            )
-        )
-    return rows
-
-
-def summary_cells(row: SummaryRow) -> list[str]:
-    """The row's cells in SUMMARY_HEADERS order."""
-    name = f"{row.name} ({row.level})" if row.level else row.name
-    return [
-        name, row.size_dim, row.used, row.dead, row.perplexity, row.normalized_perplexity,
-        row.mse, row.relative_mse, row.ema_dead, row.rank, row.allocation_tv, row.verdicts,
-    ]  # fmt: skip
-
-
-def codebook_title(cb: CodebookReport) -> str:
-    level = f", level {cb.level}" if cb.level else ""
-    head = f", head {cb.head}" if cb.head else ""
-    return f"{cb.name}: {cb.kind}, {cb.metric}, K={cb.size:,}, d={cb.dim:,}{level}{head}"
-
-
-def codebook_facts(cb: CodebookReport) -> list[tuple[str, str]]:
-    """(section, one line of facts) for the sections that apply to ``cb``."""
-    out = [("layout", f"{cb.layout} (stack {cb.stack})")]
-    if cb.metric_evidence:
-        source = "" if cb.metric_source == "detected" else f"{cb.metric_source}: "
-        out.append(("metric", f"{cb.metric} ({source}{cb.metric_evidence})"))
-    if cb.keys:
-        out.append(("keys", ", ".join(f"{role}: {key}" for role, key in cb.keys.items())))
-    u = cb.usage
-    if u is not None:
-        mse = NONE if u.quantization_mse is None else fmt_num(u.quantization_mse)
-        if u.relative_mse is not None:
-            mse += f" (relative {fmt_num(u.relative_mse)})"
-        out.append(
-            (
-                "usage",
-                f"{u.vectors:,} vectors; used {u.used_codes:,} of {cb.size:,} ({fmt_pct(u.utilization)}); "
-                f"dead {u.dead_codes:,} (count < {u.min_count:,}); perplexity {fmt_num(u.perplexity)} "
-                f"({fmt_pct(u.normalized_perplexity)} of K); entropy {fmt_num(u.entropy_bits)} bits; "
-                f"quant. MSE {mse}; top-1 code {fmt_pct(u.top1_mass)}, top 10% of codes "
-                f"{fmt_pct(u.top10pct_mass)} of vectors; space: {u.space}",
-            )
-        )
-    e = cb.ema
-    if e is not None:
-        if e.is_count:
-            text = (
-                f"from {e.source}: dead {fmt_num(e.dead_codes_relative)} (< 0.1 x uniform share), "
-                f"{fmt_num(e.dead_codes_absolute)} (< {fmt_num(e.absolute_threshold)}); perplexity "
-                f"{fmt_num(e.perplexity)} ({fmt_pct(e.normalized_perplexity)} of K); total {fmt_num(e.total)}"
-            )
-        else:
-            text = f"from {e.source}: not a usage count"
-        if e.initted is not None:
-            text += f"; initialised: {'yes' if e.initted else 'no'}"
-        if e.note:
-            text += f"; {e.note}"
-        out.append(("EMA", text))
-    g = cb.geometry
-    if g is not None:
-        text = (
-            f"numerical rank {g.numerical_rank:,}, effective rank {fmt_num(g.effective_rank)}; "
-            f"duplicated codes {g.redundant_codes:,}"
-            + (f" of {g.duplicate_sample:,} examined" if g.duplicate_sample < cb.size else "")
-            + f" ({g.near_duplicate_pairs:,} near-duplicate pairs within {fmt_num(g.duplicate_tolerance)} "
-            f"x median NN distance {fmt_num(g.median_nn_distance)})"
-        )
-        if g.codes_outside_support is not None:
-            text += f"; codes outside the latents' support {g.codes_outside_support:,} (radius {fmt_num(g.support_radius)})"
-        out.append(("geometry", text))
-    w = cb.w
-    if w is not None:
-        out.append(
-            (
-                "W",
-                f"{w.source} {w.shape[0]} x {w.shape[1]}: rank {w.rank:,}, effective rank "
-                f"{fmt_num(w.effective_rank)}, Frobenius norm {fmt_num(w.frobenius_norm)}",
-            )
-        )
-    tc = cb.tokens_collapse
-    if tc is not None:
-        out.append(
-            (
-                "tokens collapse",
-                f"{tc.modes} modes ({tc.mode_source}); allocation TV {fmt_num(tc.allocation_tv)}; "
-                f"starved modes: {starved_labels(tc) or 'none'}",
-            )
-        )
-    if cb.note:
-        out.append(("note", cb.note))
-    return out
-
-
-def starved_labels(tc: TokensCollapse) -> str:
-    return ", ".join(m.label for m in tc.per_mode if m.mode in tc.starved_modes)
-
-
-MODE_HEADERS = ("mode", "data share", "code share", "ratio", "codes", "vectors", "")
-
-
-def mode_rows(tc: TokensCollapse) -> list[tuple[list[str], bool]]:
-    """(cells in MODE_HEADERS order, starved) per mode."""
-    out = []
-    for m in tc.per_mode:
-        starved = m.mode in tc.starved_modes
-        cells = [
-            f"{m.mode}: {m.label}", fmt_pct(m.data_share), fmt_pct(m.code_share), fmt_num(m.ratio),
-            fmt_num(m.codes), fmt_num(m.vectors), "STARVED" if starved else "",
-        ]  # fmt: skip
-        out.append((cells, starved))
-    return out
-
-
-def embeddings_facts(ec: EmbeddingsCollapse) -> list[tuple[str, str]]:
-    return [
-        ("modes", f"{len(ec.labels)} data modes ({ec.mode_source}); subsample of {ec.subsample:,} points"),
-        ("modes found", f"inputs {fmt_num(ec.input_modes)} -> latents {fmt_num(ec.embedding_modes)}"),
-        ("k-NN purity", f"inputs {fmt_pct(ec.input_knn_purity)} -> latents {fmt_pct(ec.latent_knn_purity)}"),
-        ("merged pairs", f"{len(ec.merged_pairs)}" if ec.merged_pairs else "none"),
-    ]
-
-
-PAIR_HEADERS = ("merged pair", "input overlap", "latent overlap")
-
-
-def pair_rows(ec: EmbeddingsCollapse) -> list[list[str]]:
-    return [
-        [f"{p.label_a} + {p.label_b} ({p.a}, {p.b})", fmt_pct(p.input_overlap), fmt_pct(p.latent_overlap)]
-        for p in ec.merged_pairs
-    ]
-
-
-def sorted_verdicts(report: Report) -> list[Verdict]:
-    """Worst first; the Report's order within a status."""
-    return sorted(report.verdicts, key=lambda v: STATUS_ORDER[v.status])
-
-
-def verdict_measure(v: Verdict) -> str:
-    """'value 37.5% (threshold 30.0%)'."""
-    text = f"value {fmt_check_value(v.check, v.value)}"
-    if v.threshold is not None:
-        text += f" (threshold {fmt_check_value(v.check, v.threshold)})"
-    return text
-
-
-def header_lines(report: Report) -> list[tuple[str, str]]:
-    c, d = report.checkpoint, report.data
-    nesting = f", nesting {c.nesting}" if c.nesting else ""
-    data = d.source
-    if d.vectors is not None:
-        data += f"; {d.vectors:,} vectors"
-        if d.dim is not None:
-            data += f" of dim {d.dim:,}"
-    if d.mode_source:
-        data += f"; modes from {d.mode_source}"
-    return [
-        ("checkpoint", f"{c.path} ({c.format}{nesting})"),
-        ("data", data),
-        ("report", f"{report.schema}, vqdoctor {report.vqdoctor_version or '?'}"),
-    ]
-
-
-def all_notes(report: Report) -> list[str]:
-    notes = list(report.notes)
-    for q in report.codebook_free:
-        desc = ", ".join(f"{k}={v}" for k, v in q.items())
-        notes.append(f"codebook-free quantizer ({desc}): no codebook to measure")
-    if report.projection is not None:
-        p = report.projection
-        notes.append(f"2-D picture: {p.method} of {len(p.latents):,} points in {fmt_num(p.seconds)} s")
-    return notes
-
-
-# ---------------------------------------------------------------- rich rendering
+def short_count(n: int) -> str:
+    """A count for a narrow cell: 1,024 as it is, 16,384 -> '16.4k', 2,500,000 -> '2.5M'."""
+    if n < 10_000:
+        return f"{n:,}"
+    if n < 1_000_000:
+        return f"{n / 1e3:.3g}k"
+    return f"{n / 1e6:.3g}M"
 
 
 def _status(status: str | None, text: str | None = None) -> Text:
@@ -342,15 +68,38 @@ def _facts_grid(facts: list[tuple[str, str]]) -> Table:
     return grid
 
 
-# Terminal summary columns: (header, cell, minimum width); two facts per cell keep it narrow.
+def _size_dim(cb: CodebookReport) -> str:
+    k, d = short_count(cb.size), short_count(cb.dim)
+    return f"{k} x {d}" if len(k) + len(d) <= 6 else f"{k}\nx {d}"
+
+
+def _ema_dead(cb: CodebookReport) -> str:
+    e = cb.ema
+    if e is None or not e.is_count or e.dead_codes_relative is None:
+        return NONE
+    dead, k = short_count(e.dead_codes_relative), short_count(cb.size)
+    return f"{dead}/{k}" if len(dead) + len(k) <= 5 else f"{dead}\n/{k}"
+
+
+def _used(row: SummaryRow, cb: CodebookReport) -> str:
+    return row.used if cb.usage is None else f"{row.used}\n{short_count(cb.usage.dead_codes)} dead"
+
+
+def _rank(cb: CodebookReport) -> str:
+    g = cb.geometry
+    return NONE if g is None else f"{short_count(g.numerical_rank)}/{fmt_num(g.effective_rank)}"
+
+
+# Terminal summary columns: (header, cell, minimum width); two facts per cell and abbreviated
+# counts (16.4k) keep the table inside 80 columns at any K.
 _TERMINAL_SUMMARY = (
-    ("K x d", lambda r: r.size_dim, 5),
-    ("used\n(dead)", lambda r: f"{r.used}\n{r.dead} dead" if r.dead != NONE else r.used, 8),
-    ("perpl.\n(of K)", lambda r: f"{r.perplexity}\n{r.normalized_perplexity}" if r.perplexity != NONE else NONE, 6),
-    ("MSE\n(rel.)", lambda r: f"{r.mse}\n({r.relative_mse})" if r.mse != NONE else NONE, 8),
-    ("EMA\ndead", lambda r: r.ema_dead, 4),
-    ("rank\n/eff.", lambda r: r.rank.replace(" / ", "/"), 4),
-    ("alloc.\nTV", lambda r: r.allocation_tv, 5),
+    ("K x d", lambda r, cb: _size_dim(cb), 5),
+    ("used\n(dead)", _used, 8),
+    ("perpl.\n(of K)", lambda r, cb: f"{r.perplexity}\n{r.normalized_perplexity}" if r.perplexity != NONE else NONE, 6),
+    ("MSE\n(rel.)", lambda r, cb: f"{r.mse}\n({r.relative_mse})" if r.mse != NONE else NONE, 8),
+    ("EMA\ndead", lambda r, cb: _ema_dead(cb), 4),
+    ("rank\n/eff.", lambda r, cb: _rank(cb), 4),
+    ("alloc.\nTV", lambda r, cb: r.allocation_tv, 5),
 )
 
 
@@ -360,6 +109,7 @@ def _summary_table(report: Report, *, short_names: bool) -> Table:
         title=Text(f"vqdoctor: {c.path}"),
         caption=Text(f"data: {report.data.source}"),
         box=box.SIMPLE_HEAD,
+        show_edge=False,
         pad_edge=False,
         padding=(0, 1),
         collapse_padding=True,
@@ -368,11 +118,11 @@ def _summary_table(report: Report, *, short_names: bool) -> Table:
     for header, _, width in _TERMINAL_SUMMARY:
         table.add_column(header, justify="right", min_width=width, overflow="fold")
     table.add_column("verdicts", overflow="fold", min_width=6)
-    for i, row in enumerate(summary_rows(report), start=1):
+    for i, (row, cb) in enumerate(zip(summary_rows(report), report.codebooks, strict=True), start=1):
         name = f"#{i}" if short_names else row.name
         if row.level:
             name += f"\n{row.level}"
-        cells = [Text(name), *[Text(cell(row)) for _, cell, _ in _TERMINAL_SUMMARY]]
+        cells = [Text(name), *[Text(cell(row, cb)) for _, cell, _ in _TERMINAL_SUMMARY]]
         cells.append(_status(row.worst, row.verdicts.replace(", ", "\n")))
         table.add_row(*cells)
     if not report.codebooks:
@@ -447,32 +197,105 @@ def _render_verdicts(console: Console, report: Report) -> None:
         console.print(line)
         console.print(Text(f"     {v.message}"))
         if v.remedy:
-            console.print(Text(f"     remedy: {v.remedy}", style="cyan"))
+            _print_remedy(console, v.remedy, v.remedy_argv)
+
+
+def _print_remedy(console: Console, text: str, argv: list[str] | None) -> None:
+    """A command as lines that paste as one (`` \\`` continuations, never wrapped inside a
+    word); a remedy in words wraps as text."""
+    if argv is None:
+        console.print(Text(f"     remedy: {text}", style="cyan"))
+        return
+    for line in shell_lines(argv, width=console.width, prefix="     remedy: "):
+        console.print(Text(line, style="cyan"), no_wrap=True, crop=False, overflow="ignore")
 
 
 def _render_diagnosis(console: Console, report: Report) -> None:
     if not report.diagnosis:
         return
     console.rule(Text("diagnosis"))
+    shown: set[str] = set()
     for f in report.diagnosis:
         line = Text()
         line.append(f"{f.status.upper():<4}", style=STATUS_STYLE[f.status])
         line.append(f" {f.collapse}", style="bold")
         line.append(f": {f.summary}")
         console.print(line)
-        if f.remedy:
-            console.print(Text(f"     remedy: {f.remedy}", style="cyan"))
-    console.print()
+        if f.remedy and f.remedy in shown:
+            console.print(Text("     remedy: the one above", style="cyan"))
+        elif f.remedy:
+            _print_remedy(console, f.remedy, f.remedy_argv)
+            shown.add(f.remedy)
 
 
-def render_terminal(report: Report, console: Console) -> None:
-    """Print ``report`` to ``console``: summary table, diagnosis, details, collapse sections,
-    verdicts, notes."""
+def _check_groups(report: Report) -> list[list[Verdict]]:
+    """The non-ok verdicts, worst first, one group per (status, check): a check failing on eight
+    levels of a stack is one line."""
+    groups: dict[tuple[str, str], list[Verdict]] = {}
+    for v in sorted_verdicts(report):
+        if v.status != "ok":
+            groups.setdefault((v.status, v.check), []).append(v)
+    return list(groups.values())
+
+
+def _check_line(group: list[Verdict]) -> Text:
+    """'FAIL utilization [quantizer] value 21.1% (threshold 30.0%)'; for several codebooks
+    'WARN relative_mse values 0.91-0.97 (threshold 0.9) [3: a, b, +1]'."""
+    v = group[0]
+    line = Text()
+    line.append(f"{v.status.upper():<4}", style=STATUS_STYLE[v.status])
+    line.append(f" {v.check}")
+    if len(group) == 1:
+        line.append(f" [{v.codebook}]" if v.codebook is not None else " [model]")
+        line.append(f" {verdict_measure(v)}")
+        return line
+    values = [g.value for g in group if g.value is not None]
+    if values:
+        lo, hi = min(values), max(values)
+        span = fmt_check_value(v, lo) if lo == hi else f"{fmt_check_value(v, lo)}-{fmt_check_value(v, hi)}"
+        line.append(f" values {span}")
+    bounds = {g.threshold for g in group}
+    if len(bounds) == 1 and v.threshold is not None:
+        line.append(f" (threshold {fmt_check_value(v, v.threshold)})")
+    names = [g.codebook or "model" for g in group]
+    line.append(f" [{len(names)}: " + ", ".join(names[:2]) + (f", +{len(names) - 2}" if len(names) > 2 else "") + "]")
+    return line
+
+
+def _render_checks(console: Console, report: Report) -> None:
+    counts = {s: sum(1 for v in report.verdicts if v.status == s) for s in STATUS_ORDER}
+    tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none applied"
+    console.rule(Text(f"checks: {tally}"))
+    for group in _check_groups(report):
+        console.print(_check_line(group), no_wrap=True, overflow="ellipsis")
+
+
+def _render_next(console: Console, report: Report) -> None:
+    notes = len(all_notes(report))
+    more = f", {notes} note{'s' if notes != 1 else ''}" if notes else ""
+    console.print(Text(f"next: --verbose (every verdict, per-mode tables{more}); --html report.html "
+                       "(pictures); --json - (every number); docs/verdicts.md (the checks)"))
+
+
+def _render_compact(console: Console, report: Report) -> None:
     _render_summary(console, report)
     _render_diagnosis(console, report)
+    _render_checks(console, report)
+    _render_next(console, report)
+
+
+def render_terminal(report: Report, console: Console, *, verbose: bool = False) -> None:
+    """Print ``report`` to ``console``. Default: summary table, diagnosis (one remedy per finding),
+    one line per failing check, notes, where to look next. ``verbose``: summary table, diagnosis,
+    header, every codebook's details and collapse sections, every verdict, notes."""
+    if not verbose:
+        _render_compact(console, report)
+        return
+    _render_summary(console, report)
+    _render_diagnosis(console, report)
+    console.print()
     console.print(_facts_grid(header_lines(report)))
     console.print()
-
     for stack, cbs in _stacks(report):
         if len(cbs) > 1:
             console.rule(Text(f"stack {stack}: {len(cbs)} levels"))
