@@ -1,6 +1,6 @@
 from vqdoctor.core.results import UsageMetrics
-from vqdoctor.report.schema import CodebookReport
 from vqdoctor.remedies import RemedyContext
+from vqdoctor.report.schema import CodebookReport
 from vqdoctor.verdicts import codebook_verdicts, status_of
 
 CTX = RemedyContext("m.safetensors", "safetensors")

@@ -49,6 +49,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_the_documented_config_examples_are_valid():
     text = (DOCS / "ci.md").read_text(encoding="utf-8")
     import textwrap
+
     import tomllib
 
     blocks = [tomllib.loads(textwrap.dedent(b.split("```", 1)[0])) for b in text.split("```toml\n")[1:]]

@@ -11,8 +11,7 @@ import typer
 
 from vqdoctor.cli.common import QuietOpt, VerboseOpt, check_ranges, check_verbosity, shared_options
 from vqdoctor.cli.errors import translate_errors
-from vqdoctor.options import DEFAULT_MAX_REGRESSION
-from vqdoctor.options import AnalysisOptions, DataOptions
+from vqdoctor.options import DEFAULT_MAX_REGRESSION, AnalysisOptions, DataOptions
 
 if TYPE_CHECKING:
     from rich.console import Console
