@@ -111,3 +111,21 @@ def test_remedy_keeps_the_newer_data_options_so_the_fix_reads_the_same_data():
     assert "--pixel-range=-1,1" in argv
     values = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--model-arg"]
     assert parse_model_args(values) == args
+
+
+def test_merged_reports_show_a_template_never_the_statistics_files_own_paths():
+    """merge trusts nothing a statistics file names: its fix commands carry no recorded data options
+    and, without --checkpoint, a CHECKPOINT placeholder; a command that would not run has no argv."""
+    from vqdoctor.stats_report import stats_remedy
+
+    with_ckpt = stats_remedy("safetensors", "run/vq.safetensors")
+    revive = fix_remedy("revive", "quantizer", with_ckpt)
+    assert revive.argv is None
+    assert revive.text == ("vqdoctor fix revive run/vq.safetensors --codebook quantizer --out fixed.safetensors "
+                           "(add the data options the shards were inspected with; a statistics file's own are not trusted)")
+    simvq = fix_remedy("simvq", "quantizer", with_ckpt)  # needs no data: runs as shown
+    assert simvq.argv == ("vqdoctor", "fix", "simvq", "run/vq.safetensors", "--codebook", "quantizer", "--mode", "paper",
+                          "--out", "simvq.safetensors")
+    alone = fix_remedy("simvq", "quantizer", stats_remedy("safetensors"))
+    assert alone.argv is None and alone.text.startswith("vqdoctor fix simvq CHECKPOINT --codebook quantizer")
+    assert "CHECKPOINT is the file the statistics were made from" in alone.text

@@ -320,7 +320,8 @@ def report_from_statistics(
             "Pass the exact checkpoint file the shards were gathered with (--checkpoint PATH).")
     found = discover(ckpt, pattern=stats.options.codebook, metric=stats.options.metric)
     check_codebooks(stats, found, checkpoint=str(ckpt.path))
-    return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options)
+    return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options,
+                        data_known=False)  # merge: the user adds the data options to the fix commands
 
 
 # --------------------------------------------------------------------------------------------

@@ -230,6 +230,7 @@ def build_report(
     gathered: Gathered | None,
     options: AnalysisOptions,
     remedy_args: tuple[str, ...] = (),
+    data_known: bool = True,
 ) -> Report:
     """Turn statistics (None: data-free analysis) into the Report with verdicts. ``remedy_args``:
     the user's data options as flags, repeated in the fix commands (vqdoctor/remedies.py)."""
@@ -265,7 +266,8 @@ def build_report(
 
     reports: list[CodebookReport] = []
     verdicts = []
-    remedy = RemedyContext(checkpoint.path, checkpoint.format, remedy_args, has_data=g is not None)
+    remedy = RemedyContext(checkpoint.path, checkpoint.format, remedy_args, has_data=g is not None,
+                           data_known=data_known)
     for stack in discovery.stacks:
         for cb in stack.codebooks:
             rep = _codebook_report(stack, cb, stats.get(cb.name), sub_out.get(cb.name), g, options)

@@ -36,6 +36,10 @@ class RemedyContext:
     format: str  # CheckpointInfo.format: safetensors | pickle | npz | npy | hf-folder | hf-sharded | memory
     data_args: tuple[str, ...] = ()  # the user's data options, as flags (see :func:`data_args`)
     has_data: bool = True  # whether the diagnosis had vectors (kmeans/revive need them)
+    # merge: the data options (and, without --checkpoint, the checkpoint) are not known, since what a
+    # statistics file records is never trusted: the command is shown as a template with what to add
+    data_known: bool = True
+    checkpoint_known: bool = True
 
 
 def data_args(data: DataOptions, *, metric: str = "auto") -> tuple[str, ...]:
@@ -113,4 +117,11 @@ def fix_remedy(fix: str, codebook: str, ctx: RemedyContext) -> Remedy:
     if fix == "simvq":
         argv += ["--mode", "paper"]
     argv += [*ctx.data_args, "--out", out]
+    lacking = []
+    if not ctx.checkpoint_known:
+        lacking.append(f"{ctx.checkpoint} is the file the statistics were made from")
+    if not ctx.data_known and fix in FIXES_NEEDING_DATA:
+        lacking.append("add the data options the shards were inspected with; a statistics file's own are not trusted")
+    if lacking:
+        return Remedy(f"{shlex.join(argv)} ({'; '.join(lacking)})", None)
     return Remedy(shlex.join(argv), tuple(argv))

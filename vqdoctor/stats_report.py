@@ -24,6 +24,15 @@ STATS_ONLY_NOTE = ("Report from the statistics alone (no checkpoint re-loaded): 
                    "(its sha256 must be {fingerprint}) for the full report.")
 
 
+def stats_remedy(fmt: str, checkpoint: str | None = None) -> RemedyContext:
+    """How the fix commands of a merged report are written: for the user's ``--checkpoint`` (else a
+    CHECKPOINT placeholder: the recorded path is not trusted), without data options, which the
+    user adds (those the statistics record are not trusted either)."""
+    if checkpoint is None:
+        return RemedyContext("CHECKPOINT", fmt, data_known=False, checkpoint_known=False)
+    return RemedyContext(checkpoint, fmt, data_known=False)
+
+
 def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None) -> Report:
     g = stats.gathered
     if g.vectors == 0:
@@ -48,7 +57,7 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
             geometry=None, w=None, tokens_collapse=tokens, counts=counts,
         )
         reports.append(rep)
-        verdicts.extend(codebook_verdicts(rep, remedy=RemedyContext(stats.checkpoint.path, stats.checkpoint.format)))
+        verdicts.extend(codebook_verdicts(rep, remedy=stats_remedy(stats.checkpoint.format)))
     embeddings, embeddings_note = None, None
     if g.sub_modes is not None and g.mode_source is not None:
         embeddings, embeddings_note = _embeddings(g, options)  # the same like-for-like comparison as inspect
@@ -62,4 +71,4 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
     )
 
 
-__all__ = ["STATS_ONLY_NOTE", "report_from_stats_alone"]
+__all__ = ["STATS_ONLY_NOTE", "report_from_stats_alone", "stats_remedy"]

@@ -16,7 +16,7 @@ runner = CliRunner()
 
 COMMANDS = {  # command -> the shared flags it does not take
     ("inspect",): set(),
-    ("check",): {"nesting", "projection", "shard"},
+    ("check",): {"projection", "shard"},  # --nesting since issue 16 (EMA weights can be gated)
     ("fix", "kmeans"): {"min_count", "subsample", "projection", "shard"},
     ("fix", "revive"): {"subsample", "projection", "shard"},  # revive declares its own --min-count
     ("fix", "simvq"): {"min_count", "subsample", "projection", "shard"},

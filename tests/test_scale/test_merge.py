@@ -102,6 +102,16 @@ def test_merge_command_gives_the_inspect_report(setup):
                               "--checkpoint", str(setup.ckpt), "--json", str(out)])
     assert res.exit_code == 0, res.output
     a, b = json.loads(out.read_text()), json.loads(full.read_text())
+    # every number and verdict equal; the fix commands differ only in the data options: inspect knows
+    # the user's, merge does not (a statistics file's are never trusted), so it says to add them
+    for item in (*b["verdicts"], *b["diagnosis"]):
+        if item.get("remedy_argv"):
+            assert "--latents" in item["remedy_argv"]
+    for ours, theirs in zip((*a["verdicts"], *a["diagnosis"]), (*b["verdicts"], *b["diagnosis"])):
+        if theirs.get("remedy_argv") and theirs["remedy_argv"][2] in ("kmeans", "revive"):
+            assert ours["remedy_argv"] is None and "add the data options the shards were inspected with" in ours["remedy"]
+            assert ours["remedy"].startswith(" ".join(theirs["remedy_argv"][:6]))
+            ours["remedy"], ours["remedy_argv"] = theirs["remedy"], theirs["remedy_argv"]
     assert_json_close(strip_timing(a), strip_timing(b))
     assert a["codebooks"][0]["usage"]["vectors"] == b["codebooks"][0]["usage"]["vectors"] == 3000
 

@@ -14,8 +14,10 @@ from vqdoctor.report.schema import Report
 from vqdoctor.verdicts import rejudged
 
 
-def with_config_bounds(report: Report, *, data_args: tuple[str, ...] = (), start: Path | None = None) -> Report:
-    """``report`` judged with the configured fail bounds; unchanged when none are configured."""
+def with_config_bounds(report: Report, *, data_args: tuple[str, ...] = (), start: Path | None = None,
+                       remedy: RemedyContext | None = None) -> Report:
+    """``report`` judged with the configured fail bounds; unchanged when none are configured.
+    ``remedy``: how fix commands are written (default: the report's checkpoint with ``data_args``)."""
     table = load_check_config(None, start=Path.cwd() if start is None else start)
     if table is None:
         return report
@@ -24,5 +26,5 @@ def with_config_bounds(report: Report, *, data_args: tuple[str, ...] = (), start
         return report
     checks, pairs = verdict_checks(limits)
     c = report.checkpoint
-    remedy = RemedyContext(c.path, c.format, data_args, has_data=report.data.vectors is not None)
+    remedy = remedy or RemedyContext(c.path, c.format, data_args, has_data=report.data.vectors is not None)
     return rejudged(report, checks=checks, merged_pairs_fail=pairs, remedy=remedy, source=table.source)

@@ -46,5 +46,12 @@ def merge_command(
         err.print(f"Merged statistics written to {save_stats}")
     report = api.report_from_statistics(stats, checkpoint=checkpoint,
                                         allow_globals=tuple(allow_global or ()), nesting=nesting)
-    report = with_config_bounds(report)
+    from vqdoctor.stats_report import stats_remedy
+
+    if checkpoint is None:  # said even in the compact report, which leaves the notes to --verbose
+        err.print("Report from the statistics alone: pass --checkpoint PATH (the file they were made from) "
+                  "for geometry, EMA buffers, W rank and the 2-D picture.")
+
+    fmt = report.checkpoint.format
+    report = with_config_bounds(report, remedy=stats_remedy(fmt, None if checkpoint is None else str(checkpoint)))
     write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet)
