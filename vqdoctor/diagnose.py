@@ -344,7 +344,8 @@ def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_
     return Projection2D(
         method=proj.method, latents=proj.points_xy.tolist(), latent_modes=mode_ids,
         codes=None if proj.codes_xy is None else proj.codes_xy.tolist(), inputs=inputs_xy,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, codebook=first.name,
+        code_ids=None if proj.code_indices is None else proj.code_indices.tolist(),
     )
 
 
@@ -363,9 +364,10 @@ def _codebook_report(stack: Stack, cb: Codebook, st: UsageStats | None, sub: Lev
         tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=dead, labels=g.mode_names,
                                  mode_source=g.mode_source or "")
     counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
+    mode_counts = st.mode_counts.cpu().tolist() if (tokens is not None and options.keep_counts) else None
     return CodebookReport(
         name=cb.name, stack=stack.name, layout=cb.layout, kind=cb.kind, metric=cb.metric, size=cb.size,
         dim=cb.dim, level=cb.level, head=cb.head, keys=dict(cb.keys), usage=usage, ema=ema, geometry=geometry,
-        w=w, tokens_collapse=tokens, counts=counts, note=cb.note,
+        w=w, tokens_collapse=tokens, counts=counts, mode_counts=mode_counts, note=cb.note,
         metric_source=cb.metric_source, metric_evidence=cb.metric_evidence,
     )

@@ -40,12 +40,13 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
             tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=park.mode.cpu() if park is not None else None,
                                      labels=g.mode_names, mode_source=g.mode_source)
         counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
+        mode_counts = st.mode_counts.cpu().tolist() if (tokens is not None and options.keep_counts) else None
         rep = CodebookReport(
             name=ident.name, stack=ident.name, layout=ident.layout, kind=ident.kind, metric=ident.metric,
             metric_source="flag" if options.metric != "auto" else "detected",
             metric_evidence="as recorded in the statistics",
             size=ident.size, dim=ident.dim, level=ident.level, head=0, keys={}, usage=usage, ema=None,
-            geometry=None, w=None, tokens_collapse=tokens, counts=counts,
+            geometry=None, w=None, tokens_collapse=tokens, counts=counts, mode_counts=mode_counts,
         )
         reports.append(rep)
         verdicts.extend(codebook_verdicts(rep, remedy=RemedyContext(stats.checkpoint.path, stats.checkpoint.format)))

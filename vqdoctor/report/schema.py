@@ -62,6 +62,7 @@ class CodebookReport:
     w: WMetrics | None
     tokens_collapse: TokensCollapse | None
     counts: list[int] | None = None  # per-code usage counts (plots); omitted from JSON unless asked
+    mode_counts: list[list[int]] | None = None  # (K, M) vectors of mode m on code k (allocation heatmap); not in JSON
     note: str | None = None
     metric_source: str = "layout"  # layout | config | detected | flag
     metric_evidence: str | None = None  # e.g. "all 512 codes unit-norm ±1e-3"
@@ -93,6 +94,8 @@ class Projection2D:
     codes: list[list[float]] | None  # (K', 2) codes placed in the same picture
     inputs: list[list[float]] | None  # (n, 2) the inputs' picture, when given
     seconds: float
+    codebook: str | None = None  # the codebook whose codes are drawn (markers sized by its counts)
+    code_ids: list[int] | None = None  # row j of ``codes`` is code code_ids[j] of that codebook
 
 
 @dataclass(frozen=True)
