@@ -536,18 +536,27 @@ def slug(name: str) -> str:
 
 def iter_plots(report: Report) -> Iterator[tuple[str, str, Callable[[], Figure]]]:
     """(file stem, caption, draw) for every picture that applies to ``report``, in a stable order."""
+    for _, stem, caption, draw in plots_by_section(report):
+        yield stem, caption, draw
+
+
+def plots_by_section(report: Report) -> Iterator[tuple[tuple[str, object], str, str, Callable[[], Figure]]]:
+    """As :func:`iter_plots`, each picture with the part of the report it explains:
+    ``("codebook", i)`` (1-based position in ``report.codebooks``), ``("stack", name)`` or
+    ``("projection", None)``."""
     width = max(2, len(str(len(report.codebooks))))
     for i, cb in enumerate(report.codebooks, start=1):
         stem = f"{i:0{width}d}-{slug(cb.name)}"
+        key = ("codebook", i)
         if cb.counts is not None:
-            yield f"{stem}-rank-frequency", f"{cb.name}: rank-frequency of code usage", lambda cb=cb: plot_rank_frequency(cb)
-            yield f"{stem}-lorenz", f"{cb.name}: cumulative usage (Lorenz curve)", lambda cb=cb: plot_lorenz(cb)
+            yield key, f"{stem}-rank-frequency", f"{cb.name}: rank-frequency of code usage", lambda cb=cb: plot_rank_frequency(cb)
+            yield key, f"{stem}-lorenz", f"{cb.name}: cumulative usage (Lorenz curve)", lambda cb=cb: plot_lorenz(cb)
         if cb.geometry is not None or cb.w is not None:
-            yield f"{stem}-spectrum", f"{cb.name}: singular spectrum", lambda cb=cb: plot_spectrum(cb)
+            yield key, f"{stem}-spectrum", f"{cb.name}: singular spectrum", lambda cb=cb: plot_spectrum(cb)
         if cb.tokens_collapse is not None:
-            yield f"{stem}-allocation", f"{cb.name}: codes per data mode", lambda cb=cb: plot_allocation(cb)
+            yield key, f"{stem}-allocation", f"{cb.name}: codes per data mode", lambda cb=cb: plot_allocation(cb)
             if cb.mode_counts is not None:
-                yield (f"{stem}-allocation-heatmap", f"{cb.name}: mode x code allocation",
+                yield (key, f"{stem}-allocation-heatmap", f"{cb.name}: mode x code allocation",
                        lambda cb=cb: plot_allocation_heatmap(cb))
     seen: dict[str, int] = {}
     stacks = dict.fromkeys(cb.stack for cb in report.codebooks)
@@ -556,9 +565,9 @@ def iter_plots(report: Report) -> Iterator[tuple[str, str, Callable[[], Figure]]
             s = slug(stack)
             seen[s] = seen.get(s, 0) + 1
             s = s if seen[s] == 1 else f"{s}-{seen[s]}"
-            yield f"stack-{s}-levels", f"stack {stack}: per level", lambda stack=stack: plot_levels(report, stack)
+            yield ("stack", stack), f"stack-{s}-levels", f"stack {stack}: per level", lambda stack=stack: plot_levels(report, stack)
     if report.projection is not None:
-        yield "projection", f"2-D picture ({report.projection.method})", lambda: plot_projection(report)
+        yield ("projection", None), "projection", f"2-D picture ({report.projection.method})", lambda: plot_projection(report)
 
 
 def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
