@@ -55,15 +55,16 @@ nav.toc ol { margin: 0.2em 0; padding-left: 1.3em; } nav.toc a { text-decoration
 nav.toc .cols { columns: 2 24em; }
 details.codebook { border: 1px solid #ddd; border-left: 5px solid #bbb; border-radius: 4px; margin: 0.6em 0;
                    padding: 0 0.9em; }
-details.codebook.fail { border-left-color: #c62828; } details.codebook.warn { border-left-color: #e0a800; }
-details.codebook.ok { border-left-color: #2e7d32; } details.codebook.insufficient { border-left-color: #1b6fbf; }
+details.codebook.is-fail { border-left-color: #c62828; } details.codebook.is-warn { border-left-color: #e0a800; }
+details.codebook.is-ok { border-left-color: #2e7d32; } details.codebook.is-insufficient { border-left-color: #1b6fbf; }
+ul.remedies { margin: 0.3em 0; padding-left: 1.3em; }
 details.codebook > summary { cursor: pointer; padding: 0.5em 0; font-weight: 600; }
 details.codebook > summary .verdicts { font-weight: normal; color: #555; }
 details.all > summary { cursor: pointer; font-weight: 600; padding: 0.3em 0; }
 section.stack { border-top: 1px solid #eee; margin-top: 1em; }
 .figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 30em), 1fr)); gap: 0.8em;
            align-items: start; }
-.figures figure.wide { grid-column: 1 / -1; }
+.figures figure.wide { grid-column: 1 / -1; } .figures .modes h4 { margin-top: 0.2em; }
 figure { margin: 0.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
 """
@@ -105,21 +106,36 @@ def _summary(report: Report) -> str:
     return _table(SUMMARY_HEADERS, cells, cell_classes=classes)
 
 
-def _verdicts(verdicts: Sequence[Verdict], *, with_codebook: bool = True) -> str:
+def _verdicts(verdicts: Sequence[Verdict], *, with_codebook: bool = True, remedies: bool = True) -> str:
+    """A verdict table, worst first (``remedies=False``: without the remedy column, see
+    :func:`_remedies`)."""
     if not verdicts:
         return "<p>No checks applied.</p>"
     head = "<th>codebook</th>" if with_codebook else ""
+    tail = "<th>remedy</th>" if remedies else ""
     out = [f"<table><thead><tr><th>status</th><th>check</th>{head}<th>value</th>"
-           "<th>why</th><th>remedy</th></tr></thead><tbody>"]  # fmt: skip
+           f"<th>why</th>{tail}</tr></thead><tbody>"]  # fmt: skip
     for v in sorted(verdicts, key=lambda v: STATUS_ORDER[v.status]):
-        remedy = f"<code>{_e(v.remedy)}</code>" if v.remedy else ""
+        remedy = (f"<td><code>{_e(v.remedy)}</code></td>" if v.remedy else "<td></td>") if remedies else ""
         cb = f"<td>{_e(v.codebook if v.codebook is not None else '(model)')}</td>" if with_codebook else ""
         out.append(
             f'<tr><td class="{_e(v.status)}">{_e(v.status.upper())}</td><td>{_e(v.check)}</td>{cb}'
-            f"<td>{_e(verdict_measure(v))}</td><td>{_e(v.message)}</td><td>{remedy}</td></tr>"
+            f"<td>{_e(verdict_measure(v))}</td><td>{_e(v.message)}</td>{remedy}</tr>"
         )
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def _remedies(verdicts: Sequence[Verdict]) -> str:
+    """Each distinct remedy of the failing or warning checks once, with the checks it answers."""
+    by: dict[str, list[str]] = {}
+    for v in sorted(verdicts, key=lambda v: STATUS_ORDER[v.status]):
+        if v.remedy and v.status in ("fail", "warn"):
+            by.setdefault(v.remedy, []).append(v.check)
+    if not by:
+        return ""
+    items = "".join(f"<li><code>{_e(r)}</code> &mdash; for {_e(', '.join(checks))}</li>" for r, checks in by.items())
+    return f'<p>Remedies:</p><ul class="remedies">{items}</ul>'
 
 
 def _diagnosis(report: Report) -> str:
@@ -151,24 +167,24 @@ def _badge(status: str | None) -> str:
 
 def _codebook_section(report: Report, i: int, cb: CodebookReport, figures: Sequence[str]) -> str:
     """One codebook (or RVQ level) as a collapsible section, open when a check fails: its facts,
-    its verdicts, its per-mode table and the pictures of it, side by side."""
+    its pictures and per-mode table side by side, its verdicts (each remedy once)."""
     verdicts = codebook_verdicts(report, cb)
     text, worst = verdict_summary(verdicts)
     is_open = " open" if worst == "fail" else ""
-    cls = f"codebook {worst}" if worst else "codebook"
+    cls = f"codebook is-{worst}" if worst else "codebook"
     parts = [f'<details id="codebook-{i}" class="{_e(cls)}"{is_open}>',
              f'<summary>{_badge(worst)} {_e(codebook_title(cb))} <span class="verdicts">({_e(text)})</span></summary>',
              _facts(codebook_facts(cb))]  # fmt: skip
-    if verdicts:
-        parts += ["<h4>Verdicts</h4>", _verdicts(verdicts, with_codebook=False)]
-    if cb.tokens_collapse is not None:
+    blocks = list(figures)
+    if cb.tokens_collapse is not None:  # the per-mode table beside the allocation pictures it explains
         tc = cb.tokens_collapse
         rows = mode_rows(tc)
-        parts.append(f"<h4>Tokens collapse: {_e(tc.modes)} modes ({_e(tc.mode_source)})</h4>")
-        parts.append(
-            _table(MODE_HEADERS, [c for c, _ in rows], row_classes=["fail" if starved else None for _, starved in rows])
-        )
-    parts += _figures(figures)
+        blocks.append(f'<div class="modes"><h4>Tokens collapse: {_e(tc.modes)} modes ({_e(tc.mode_source)})</h4>'
+                      + _table(MODE_HEADERS, [c for c, _ in rows],
+                               row_classes=["fail" if starved else None for _, starved in rows]) + "</div>")  # fmt: skip
+    parts += _figures(blocks)
+    if verdicts:
+        parts += ["<h4>Verdicts</h4>", _verdicts(verdicts, with_codebook=False, remedies=False), _remedies(verdicts)]
     parts.append("</details>")
     return "\n".join(parts)
 
@@ -219,7 +235,7 @@ def render_html(report: Report, *, pictures: bool = True, dpi: int = DPI) -> str
     if pictures:
         for key, stem, caption, draw in plots_by_section(report):
             fig = draw()
-            wide = stem == "projection" or stem.endswith("-heatmap")
+            wide = stem == "projection"
             figures.setdefault(key, []).append(_img(figure_png(fig, dpi), caption, wide=wide))
             fig.clear()
     groups = _groups(report)

@@ -188,7 +188,7 @@ def plot_levels(report: Report, stack: str, ax: Axes | None = None) -> Figure:
     levels = stack_levels(report, stack)
     if not levels:
         raise UsageError(f"no codebook belongs to stack '{stack}'", hint="pick a stack from the report")
-    fig, ax = _figure(ax, (max(4.0, 1.0 + 0.9 * len(levels)), 3.8))
+    fig, ax = _figure(ax, (max(5.5, 1.5 + 0.9 * len(levels)), 3.0))
     util, ppl, labels = [], [], []
     for cb in levels:
         if cb.usage is not None:
