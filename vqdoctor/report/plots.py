@@ -327,7 +327,7 @@ def plot_allocation_heatmap(cb: CodebookReport, ax: Axes | None = None) -> Figur
         raise AssertionError  # unreachable
     share, codes, owner = allocation_matrix(cb)
     m_modes, n_live = share.shape
-    fig, ax = _figure(ax, (8.0, min(10.0, max(2.8, 1.3 + 0.22 * m_modes))))
+    fig, ax = _figure(ax, (7.0, min(10.0, max(2.8, 1.3 + 0.22 * m_modes))))
     img = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
                     extent=(-0.5, n_live - 0.5, m_modes - 0.5, -0.5))  # fmt: skip
     bounds = np.searchsorted(owner, np.arange(m_modes + 1))  # column where each mode's group starts
