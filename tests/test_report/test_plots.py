@@ -263,3 +263,11 @@ def test_dpi_out_of_range_is_refused(example_report, tmp_path, dpi):
     with pytest.raises(UsageError, match=rf"--dpi {dpi} is out of range: it must be a whole number between 50 and 600"):
         save_plots(example_report, tmp_path / "p", dpi=dpi)
     assert not (tmp_path / "p").exists()  # refused before any work
+
+
+def test_projection_says_when_only_some_codes_are_drawn(example_report):
+    r = _projection_report(example_report, n_points=200, codes=[[0.0, 0.0], [1.0, 1.0]], counts=[4, 0, 7, 0, 0])
+    r = dataclasses.replace(r, projection=dataclasses.replace(r.projection, code_ids=[2, 4]))
+    assert plots.projection_code_counts(r) == [7, 0]  # code_ids map the drawn rows to the codebook's codes
+    fig = plots.plot_projection(r)
+    assert fig.legends[0].get_title().get_text() == "2 of 5 codes drawn"

@@ -413,16 +413,23 @@ def projection_code_counts(report: Report) -> list[int] | None:
     """Usage count of each code drawn in the projection (row order of ``projection.codes``), from
     the projected codebook's counts; None when the report does not say which codes they are."""
     p = report.projection
-    if p is None or not p.codes:
+    cb = _projected_codebook(report)
+    if p is None or not p.codes or cb is None:
         return None
-    named = [cb for cb in report.codebooks if cb.counts is not None and (p.codebook is None or cb.name == p.codebook)]
-    if not named:
-        return None
-    counts = named[0].counts or []
+    counts = cb.counts or []
     ids = p.code_ids if p.code_ids is not None else (list(range(len(counts))) if len(counts) == len(p.codes) else None)
     if ids is None or len(ids) != len(p.codes) or any(not 0 <= i < len(counts) for i in ids):
         return None
     return [int(counts[i]) for i in ids]
+
+
+def _projected_codebook(report: Report) -> CodebookReport | None:
+    """The codebook (with counts) whose codes the projection draws: the one it names, else the
+    first with counts."""
+    p = report.projection
+    if p is None:
+        return None
+    return next((cb for cb in report.codebooks if cb.counts is not None and (p.codebook is None or cb.name == p.codebook)), None)
 
 
 def dead_code_groups(codes: Sequence[Sequence[float]], used: Sequence[int]) -> list[tuple[float, float, int]]:
@@ -521,7 +528,11 @@ def plot_projection(report: Report, ax: Axes | Sequence[Axes] | None = None) -> 
         handles, where = code_handles, "bottom"
     else:
         handles, where = handles + code_handles, "right"
-    _outside_legend(fig, target, where, handles=handles)
+    cb = _projected_codebook(report)
+    title = None
+    if p.codes and cb is not None and projection_code_counts(report) is not None and len(p.codes) < cb.size:
+        title = f"{len(p.codes):,} of {cb.size:,} codes drawn"  # the projection samples large codebooks
+    _outside_legend(fig, target, where, handles=handles, title=title, title_fontsize="small")
     return fig
 
 
