@@ -62,7 +62,7 @@ def test_parses_and_is_self_contained(evil_html):
 
 def test_pictures_are_embedded(evil_html, evil_report):
     imgs = [a["src"] for t, a in _parse(evil_html).tags if t == "img"]
-    assert len(imgs) == len(list(iter_plots(evil_report))) == 19
+    assert len(imgs) == len(list(iter_plots(evil_report))) == 20
     for src in imgs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -170,10 +170,10 @@ def test_each_codebook_collapsible_and_open_when_failing(example):
 
 def test_pictures_sit_in_the_section_they_explain(example):
     report, p = example
-    assert len(p.imgs) == 19
+    assert len(p.imgs) == 20
     for alt, where in p.imgs:
         if alt.startswith("stack "):
-            assert where == "stack-1", alt  # the per-level picture heads its stack (the 2nd group)
+            assert where == "stack-1", alt  # the per-level pictures head their stack (the 2nd group)
         elif alt.startswith("2-D picture"):
             assert where == "embeddings", alt
         else:

@@ -32,6 +32,7 @@ def test_codebook_plots(example_report):
         plots.plot_spectrum(ema_only),
         plots.plot_allocation(plain),
         plots.plot_levels(example_report, "rvq"),
+        plots.plot_levels_rank_frequency(example_report, "rvq"),
         plots.plot_projection(example_report),
     ):
         _png_ok(figure_png(fig))
@@ -73,6 +74,8 @@ def test_missing_sections_are_user_errors(example_report, data_free_report):
         plots.plot_projection(data_free_report)
     with pytest.raises(UsageError):
         plots.plot_levels(example_report, "no-such-stack")
+    with pytest.raises(UsageError, match="no level of stack 'ema_vq' has per-code usage counts"):
+        plots.plot_levels_rank_frequency(example_report, "ema_vq")
 
 
 def test_save_plots_names_and_files(example_report, tmp_path):
@@ -90,6 +93,7 @@ def test_save_plots_names_and_files(example_report, tmp_path):
         "05-simvq-spectrum.png",
         "06-ema-vq-codebook-embed-spectrum.png",
         "stack-rvq-levels.png",
+        "stack-rvq-rank-frequency.png",
         "projection.png",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no temp files left
@@ -271,3 +275,16 @@ def test_projection_says_when_only_some_codes_are_drawn(example_report):
     assert plots.projection_code_counts(r) == [7, 0]  # code_ids map the drawn rows to the codebook's codes
     fig = plots.plot_projection(r)
     assert fig.legends[0].get_title().get_text() == "2 of 5 codes drawn"
+
+
+def test_levels_rank_frequency_one_curve_per_level(example_report):
+    import numpy as np
+
+    fig = plots.plot_levels_rank_frequency(example_report, "rvq")
+    lines = fig.axes[0].get_lines()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["L0", "L1 (3 dead)", "L2 (5 dead)", "uniform"]
+    # level 2: counts 900, 60, 40 then five zeros over 1,000 vectors and 8 codes: usage / (N/K) = 7.2, 0.48, 0.32
+    y = lines[2].get_ydata()
+    np.testing.assert_allclose(y[:3], [7.2, 0.48, 0.32])
+    assert np.isnan(y[3:]).all()  # dead codes leave the log axis
+    np.testing.assert_allclose(lines[2].get_xdata(), (np.arange(8) + 0.5) / 8)

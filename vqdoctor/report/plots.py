@@ -216,6 +216,46 @@ def plot_levels(report: Report, stack: str, ax: Axes | None = None) -> Figure:
     return fig
 
 
+def plot_levels_rank_frequency(report: Report, stack: str, ax: Axes | None = None) -> Figure:
+    """Every level of a residual stack in one picture: each level's code usage sorted descending,
+    as a multiple of uniform usage (N/K) against the share of codes (so levels of different K and
+    N compare); a level whose curve drops to the bottom early has dead codes."""
+    import numpy as np
+
+    levels = [cb for cb in stack_levels(report, stack) if cb.counts]
+    if not levels:
+        raise UsageError(f"no level of stack '{stack}' has per-code usage counts",
+                         hint="this picture needs data (latents or inputs); see `vqdoctor inspect --help`")  # fmt: skip
+    import matplotlib
+
+    fig, ax = _figure(ax, (max(5.5, 1.5 + 0.9 * len(levels)), 3.0))
+    cmap = matplotlib.colormaps["viridis"]
+    floor = None
+    for j, cb in enumerate(levels):
+        counts = np.sort(np.asarray(cb.counts, dtype=np.float64))[::-1]
+        total = counts.sum()
+        if total <= 0:
+            continue
+        rel = counts / (total / len(counts))
+        positive = rel[rel > 0]
+        floor = positive.min() if floor is None else min(floor, positive.min())
+        x = (np.arange(len(counts)) + 0.5) / len(counts)
+        dead = int((counts == 0).sum())
+        label = f"L{cb.level}" + (f" ({dead:,} dead)" if dead else "")
+        ax.step(x, np.where(rel > 0, rel, np.nan), where="mid", color=cmap(j / max(1, len(levels) - 1) * 0.85),
+                label=label)  # fmt: skip
+    ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8, label="uniform")
+    ax.set_yscale("log")
+    if floor is not None:
+        ax.set_ylim(bottom=floor / 1.5)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of codes (most used first)")
+    ax.set_ylabel("usage / uniform (log)")
+    ax.set_title(f"{stack}: rank-frequency per level", fontsize="medium")
+    _outside_legend(fig, ax, "right")
+    return fig
+
+
 def plot_spectrum(cb: CodebookReport, ax: Axes | None = None) -> Figure:
     """Singular values of the (centred, effective) codebook, and of W when there is one."""
     if cb.geometry is None and cb.w is None:
@@ -577,6 +617,9 @@ def plots_by_section(report: Report) -> Iterator[tuple[tuple[str, object], str, 
             seen[s] = seen.get(s, 0) + 1
             s = s if seen[s] == 1 else f"{s}-{seen[s]}"
             yield ("stack", stack), f"stack-{s}-levels", f"stack {stack}: per level", lambda stack=stack: plot_levels(report, stack)
+            if any(cb.counts for cb in stack_levels(report, stack)):
+                yield (("stack", stack), f"stack-{s}-rank-frequency", f"stack {stack}: rank-frequency per level",
+                       lambda stack=stack: plot_levels_rank_frequency(report, stack))
     if report.projection is not None:
         yield ("projection", None), "projection", f"2-D picture ({report.projection.method})", lambda: plot_projection(report)
 
@@ -597,7 +640,7 @@ def save_plots(report: Report, out_dir: Path, *, dpi: int = DPI) -> list[Path]:
 
     Names are stable: ``NN-<codebook>-rank-frequency``, ``-lorenz``, ``-spectrum``, ``-allocation``,
     ``-allocation-heatmap`` (NN = the codebook's position in the report), ``stack-<stack>-levels``,
-    ``projection``."""
+    ``stack-<stack>-rank-frequency``, ``projection``."""
     from vqdoctor.report.json_out import atomic_write_bytes
 
     check_dpi(dpi)
