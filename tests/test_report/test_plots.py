@@ -288,3 +288,19 @@ def test_levels_rank_frequency_one_curve_per_level(example_report):
     np.testing.assert_allclose(y[:3], [7.2, 0.48, 0.32])
     assert np.isnan(y[3:]).all()  # dead codes leave the log axis
     np.testing.assert_allclose(lines[2].get_xdata(), (np.arange(8) + 0.5) / 8)
+
+
+def test_allocation_heatmap_averages_columns_of_large_codebooks(example_report):
+    import numpy as np
+    import torch
+
+    from vqdoctor.core.collapse import tokens_collapse
+
+    # 1,600 live codes: the first 1,000 all mode 0, the rest 3 vectors of mode 1 and 1 of mode 0
+    mode_counts = [[2, 0]] * 1000 + [[1, 3]] * 600
+    tc = tokens_collapse(torch.tensor(mode_counts), dead_code_modes=None, labels=["a", "b"], mode_source="labels")
+    cb = dataclasses.replace(example_report.codebooks[0], size=1600, mode_counts=mode_counts, tokens_collapse=tc)
+    shown = plots.plot_allocation_heatmap(cb).axes[0].get_images()[0].get_array()
+    assert shown.shape == (2, plots.HEATMAP_COLUMNS)  # 2 codes per column
+    np.testing.assert_allclose(shown[:, :500], [[1.0] * 500, [0.0] * 500])
+    np.testing.assert_allclose(shown[:, 500:], [[0.25] * 300, [0.75] * 300])

@@ -26,6 +26,7 @@ DPI = 110  # default resolution of every PNG (``--dpi``)
 DPI_RANGE = (50, 600)  # what --dpi accepts
 DENSITY_POINTS = 20_000  # above this many points a picture draws a density, not a scatter
 LEGEND_MODES = 20  # above this many modes a colour bar replaces the per-mode legend
+HEATMAP_COLUMNS = 800  # the allocation heatmap averages neighbouring codes above this many live codes
 DUPLICATE_TOLERANCE = 1e-3  # codes closer than this share of the picture's span are "at one point"
 
 
@@ -368,7 +369,11 @@ def plot_allocation_heatmap(cb: CodebookReport, ax: Axes | None = None) -> Figur
     share, codes, owner = allocation_matrix(cb)
     m_modes, n_live = share.shape
     fig, ax = _figure(ax, (7.0, min(10.0, max(2.8, 1.3 + 0.22 * m_modes))))
-    img = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
+    shown = share
+    if n_live > HEATMAP_COLUMNS:  # thousands of codes in a few hundred pixels: average neighbouring columns
+        starts = np.linspace(0, n_live, HEATMAP_COLUMNS, endpoint=False).astype(np.int64)
+        shown = np.add.reduceat(share, starts, axis=1) / np.diff(np.append(starts, n_live))
+    img = ax.imshow(shown, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
                     extent=(-0.5, n_live - 0.5, m_modes - 0.5, -0.5))  # fmt: skip
     bounds = np.searchsorted(owner, np.arange(m_modes + 1))  # column where each mode's group starts
     for b in bounds[1:-1]:
