@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import numbers
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -82,7 +83,7 @@ def mode_colors(n: int) -> list[tuple[float, float, float]]:
 def check_dpi(dpi: int) -> int:
     """``dpi`` when it is a whole number in :data:`DPI_RANGE`, else a :class:`UsageError`."""
     lo, hi = DPI_RANGE
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or not lo <= dpi <= hi:
+    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Integral) or not lo <= dpi <= hi:
         raise UsageError(f"--dpi {dpi!r} is out of range: it must be a whole number between {lo} and {hi}.",
                          f"Pass --dpi with a value in that range (default {DPI}; 200-300 for print).")
     return dpi
@@ -636,7 +637,7 @@ def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
     check_dpi(dpi)
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    fig.savefig(buf, format="png", dpi=int(dpi))
     return buf.getvalue()
 
 
