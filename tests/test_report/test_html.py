@@ -206,3 +206,22 @@ def test_html_pictures_at_the_given_dpi(data_free_report):
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (int(6.4 * 55), int(4.0 * 55))
     with pytest.raises(UsageError, match="--dpi 700 is out of range"):
         render_html(data_free_report, dpi=700)
+
+
+def test_a_codebook_section_lists_each_remedy_once():
+    from .conftest import make_example_report
+
+    report = make_example_report()
+    doc = render_html(report, pictures=False)
+    start = doc.index('<details id="codebook-4"')  # rvq level 2: utilization fail (revive), relative_mse warn (kmeans)
+    section = doc[start : doc.index("</details>", start)]
+    revive = next(v.remedy for v in report.verdicts if v.codebook == "rvq.layers.2._codebook.embed" and v.status == "fail")
+    assert section.count(_escaped(revive)) == 1 and "for utilization" in section and "for relative_mse" in section
+    assert "<th>remedy</th>" not in section  # the full table at the end keeps the remedy column
+    assert "<th>remedy</th>" in doc[doc.index('id="verdicts"') :]
+
+
+def _escaped(text: str) -> str:
+    from html import escape
+
+    return escape(text, quote=True)
