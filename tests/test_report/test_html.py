@@ -159,6 +159,16 @@ def test_contents_link_every_codebook_once(example):
     assert "#diagnosis" not in p.toc  # the hand-built report has no diagnosis: no dead link
 
 
+def test_summary_rows_link_to_their_codebook():
+    from .conftest import make_example_report
+
+    report = make_example_report()
+    doc = render_html(report, pictures=False)
+    summary = doc[doc.index('id="summary"') : doc.index('id="codebooks"')]
+    for i, cb in enumerate(report.codebooks, start=1):
+        assert f'<a href="#codebook-{i}">{_escaped(cb.name)}' in summary
+
+
 def test_each_codebook_collapsible_and_open_when_failing(example):
     report, p = example
     codebook_details = [(i, o) for i, o in p.details if i.startswith("codebook-")]

@@ -75,7 +75,9 @@ def _e(text: object) -> str:
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, num_from: int = 1,
-           row_classes: Sequence[str | None] | None = None, cell_classes: Sequence[Sequence[str | None]] | None = None) -> str:  # fmt: skip
+           row_classes: Sequence[str | None] | None = None, cell_classes: Sequence[Sequence[str | None]] | None = None,
+           first_links: Sequence[str] | None = None) -> str:  # fmt: skip
+    """A table; ``first_links``: per row, the in-page anchor the first cell links to."""
     out = ["<table>", "<thead><tr>", *[f"<th>{_e(h)}</th>" for h in headers], "</tr></thead><tbody>"]
     for r, row in enumerate(rows):
         cls = row_classes[r] if row_classes else None
@@ -87,7 +89,8 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, num_from: i
             if cell_classes and cell_classes[r][c]:
                 classes.append(str(cell_classes[r][c]))
             attr = f' class="{_e(" ".join(classes))}"' if classes else ""
-            out.append(f"<td{attr}>{_e(cell)}</td>")
+            text = f'<a href="#{_e(first_links[r])}">{_e(cell)}</a>' if first_links and c == 0 else _e(cell)
+            out.append(f"<td{attr}>{text}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
@@ -103,7 +106,8 @@ def _summary(report: Report) -> str:
     cells = [summary_cells(r) for r in rows]
     last = len(SUMMARY_HEADERS) - 1
     classes = [[r.worst if c == last else None for c in range(len(SUMMARY_HEADERS))] for r in rows]
-    return _table(SUMMARY_HEADERS, cells, cell_classes=classes)
+    links = [f"codebook-{i}" for i in range(1, len(rows) + 1)]  # one summary row per codebook, in order
+    return _table(SUMMARY_HEADERS, cells, cell_classes=classes, first_links=links)
 
 
 def _verdicts(verdicts: Sequence[Verdict], *, with_codebook: bool = True, remedies: bool = True) -> str:
