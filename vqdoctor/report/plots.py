@@ -302,7 +302,7 @@ def plot_allocation(cb: CodebookReport, ax: Axes | None = None) -> Figure:
         raise AssertionError  # unreachable: _need raised
     m_modes = len(tc.per_mode)
     many = m_modes > 12
-    fig, ax = _figure(ax, (min(14.0, max(4.5, 1.2 + (0.32 if many else 0.7) * m_modes)), 4.2 if many else 3.8))
+    fig, ax = _figure(ax, (min(14.0, max(4.5, 1.2 + (0.32 if many else 0.55) * m_modes)), 4.2 if many else 3.8))
     x = list(range(m_modes))
     w = 0.38
     ax.bar([i - w / 2 for i in x], [100 * m.data_share for m in tc.per_mode], w, label="data share", color="tab:gray")
