@@ -304,3 +304,15 @@ def test_allocation_heatmap_averages_columns_of_large_codebooks(example_report):
     assert shown.shape == (2, plots.HEATMAP_COLUMNS)  # 2 codes per column
     np.testing.assert_allclose(shown[:, :500], [[1.0] * 500, [0.0] * 500])
     np.testing.assert_allclose(shown[:, 500:], [[0.25] * 300, [0.75] * 300])
+
+
+def test_given_axes_get_their_own_legend(example_report):
+    from matplotlib.figure import Figure
+
+    fig = Figure(layout="constrained")
+    left, right = fig.subplots(1, 2)
+    plots.plot_projection(dataclasses.replace(example_report, projection=dataclasses.replace(
+        example_report.projection, inputs=None)), ax=right)  # fmt: skip
+    assert not fig.legends and right.get_legend() is not None and left.get_legend() is None
+    loc = right.get_legend().get_bbox_to_anchor().transformed(right.transAxes.inverted())
+    assert loc.x0 >= 1.0  # anchored right of the axes, not over the points

@@ -95,13 +95,13 @@ def _figure(ax: Axes | None, size: tuple[float, float] = (6.4, 4.0)) -> tuple[Fi
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, layout="constrained")
+    fig._vqdoctor_made = True  # type: ignore[attr-defined]  # ours: legends may go outside the axes
     return fig, fig.add_subplot()
 
 
 def _outside_legend(fig: Figure, ax: Axes, where: str = "right", **kw: Any) -> None:
     """A legend beside the axes (never over the data): outside the axes in a figure this module
-    made (constrained layout), else just right of the given axes."""
-    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    made (constrained layout makes room), else beside the caller's axes (anchored outside them)."""
 
     handles, labels = kw.pop("handles", None), None
     if handles is None:
@@ -109,7 +109,7 @@ def _outside_legend(fig: Figure, ax: Axes, where: str = "right", **kw: Any) -> N
     if not handles:
         return
     kw.setdefault("fontsize", "small")
-    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+    if getattr(fig, "_vqdoctor_made", False):
         loc = {"right": "outside right upper", "top": "outside upper center", "bottom": "outside lower center"}[where]
         if where != "right":
             kw.setdefault("ncols", min(len(handles), 4))
@@ -545,6 +545,7 @@ def plot_projection(report: Report, ax: Axes | Sequence[Axes] | None = None) -> 
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(12.0 if p.inputs is not None else 6.8, 5.0), layout="constrained")
+        fig._vqdoctor_made = True  # type: ignore[attr-defined]
         axes = list(fig.subplots(1, 2)) if p.inputs is not None else [fig.add_subplot()]
     else:
         axes = list(ax) if isinstance(ax, Sequence) else [ax]
