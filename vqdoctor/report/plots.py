@@ -400,7 +400,7 @@ def plot_allocation_heatmap(cb: CodebookReport, ax: Axes | None = None) -> Figur
                   + (f"; {dead:,} dead codes not shown" if dead else ""), fontsize="small")  # fmt: skip
     ax.set_ylabel("data mode (starved in red)" if tc.starved_modes else "data mode", fontsize="small")
     ax.set_title(f"{cb.name}: mode x code allocation (TV {tc.allocation_tv:.2f})", fontsize="medium")
-    fig.colorbar(img, ax=[ax, right] if ax.get_figure() is fig else ax, label="share of the code's vectors",
+    fig.colorbar(img, ax=[ax, right], label="share of the code's vectors",
                  fraction=0.04, pad=0.02)  # fmt: skip
     return fig
 
