@@ -33,6 +33,7 @@ from vqdoctor.io.stream import VectorStream
 from vqdoctor.options import AnalysisOptions
 from vqdoctor.remedies import RemedyContext
 from vqdoctor.report.schema import (
+    MODE_COUNTS_MAX_CELLS,
     CheckpointInfo,
     CodebookReport,
     DataInfo,
@@ -346,7 +347,8 @@ def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_
     return Projection2D(
         method=proj.method, latents=proj.points_xy.tolist(), latent_modes=mode_ids,
         codes=None if proj.codes_xy is None else proj.codes_xy.tolist(), inputs=inputs_xy,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, codebook=first.name,
+        code_ids=None if proj.code_indices is None else proj.code_indices.tolist(),
     )
 
 
@@ -365,9 +367,12 @@ def _codebook_report(stack: Stack, cb: Codebook, st: UsageStats | None, sub: Lev
         tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=dead, labels=g.mode_names,
                                  mode_source=g.mode_source or "")
     counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
+    keep_modes = (tokens is not None and options.keep_counts and st is not None and st.mode_counts is not None
+                  and st.mode_counts.numel() <= MODE_COUNTS_MAX_CELLS)
+    mode_counts = st.mode_counts.cpu().tolist() if keep_modes else None
     return CodebookReport(
         name=cb.name, stack=stack.name, layout=cb.layout, kind=cb.kind, metric=cb.metric, size=cb.size,
         dim=cb.dim, level=cb.level, head=cb.head, keys=dict(cb.keys), usage=usage, ema=ema, geometry=geometry,
-        w=w, tokens_collapse=tokens, counts=counts, note=cb.note,
+        w=w, tokens_collapse=tokens, counts=counts, mode_counts=mode_counts, note=cb.note,
         metric_source=cb.metric_source, metric_evidence=cb.metric_evidence,
     )

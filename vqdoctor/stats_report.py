@@ -16,7 +16,7 @@ from vqdoctor.diagnose import _embeddings
 from vqdoctor.errors import DataError
 from vqdoctor.io.stats_file import Statistics
 from vqdoctor.remedies import RemedyContext
-from vqdoctor.report.schema import CodebookReport, DataInfo, Report
+from vqdoctor.report.schema import MODE_COUNTS_MAX_CELLS, CodebookReport, DataInfo, Report
 from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts
 
 STATS_ONLY_NOTE = ("Report from the statistics alone (no checkpoint re-loaded): codebook geometry, EMA buffers, "
@@ -49,12 +49,15 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
             tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=park.mode.cpu() if park is not None else None,
                                      labels=g.mode_names, mode_source=g.mode_source)
         counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
+        keep_modes = (tokens is not None and options.keep_counts and st is not None and st.mode_counts is not None
+                  and st.mode_counts.numel() <= MODE_COUNTS_MAX_CELLS)
+        mode_counts = st.mode_counts.cpu().tolist() if keep_modes else None
         rep = CodebookReport(
             name=ident.name, stack=ident.name, layout=ident.layout, kind=ident.kind, metric=ident.metric,
             metric_source="flag" if options.metric != "auto" else "detected",
             metric_evidence="as recorded in the statistics",
             size=ident.size, dim=ident.dim, level=ident.level, head=0, keys={}, usage=usage, ema=None,
-            geometry=None, w=None, tokens_collapse=tokens, counts=counts,
+            geometry=None, w=None, tokens_collapse=tokens, counts=counts, mode_counts=mode_counts,
         )
         reports.append(rep)
         verdicts.extend(codebook_verdicts(rep, remedy=stats_remedy(stats.checkpoint.format)))

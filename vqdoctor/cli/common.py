@@ -55,6 +55,10 @@ ModesOpt = Annotated[str, typer.Option("--modes", help="Data modes for tokens/em
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show every detail: per-codebook facts, per-mode tables, every verdict with its remedy, the notes.", rich_help_panel="Output")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stdout (the exit code and the files asked for only; errors still go to stderr).", rich_help_panel="Output")]
 
+# Resolution of the pictures (inspect, merge: --plots and --html); the default is vqdoctor.report.plots.DPI.
+DEFAULT_DPI = 110
+DpiOpt = Annotated[int, typer.Option("--dpi", help="Resolution of the --plots and --html pictures in dots per inch (50 to 600; 200-300 for print).", rich_help_panel="Output")]
+
 PROJECTIONS = ("tsne", "umap", "pca", "none")
 
 # Every numeric flag's range, checked here (one paragraph, exit 2) rather than by Typer (a box).
@@ -71,6 +75,7 @@ FLAG_RANGES: dict[str, tuple[float, float]] = {
     "--sample-rate": (1, 1_000_000),
     "--memory-budget-mb": (1, 2**20),
     "--iters": (0, 10**6),
+    "--dpi": (50, 600),  # vqdoctor.report.plots.DPI_RANGE
     # vqdoctor check thresholds: shares in 0..1, counts and ratios non-negative
     "--min-utilization": (0.0, 1.0),
     "--max-dead-fraction": (0.0, 1.0),

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vqdoctor.cli.common import QuietOpt, VerboseOpt, check_verbosity, shared_options
+from vqdoctor.cli.common import DEFAULT_DPI, DpiOpt, QuietOpt, VerboseOpt, check_range, check_verbosity, shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.options import AnalysisOptions, DataOptions
 
@@ -41,6 +41,7 @@ def inspect_command(
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Write the mergeable statistics to FILE (for vqdoctor merge); the report is skipped unless --json/--html/--plots is given.", rich_help_panel="Output")] = None,
+    dpi: DpiOpt = DEFAULT_DPI,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -55,6 +56,7 @@ def inspect_command(
     from vqdoctor.samples import DEFAULT_SAMPLE, sample_path, shipped_sample_for
 
     check_verbosity(verbose, quiet)
+    check_range("--dpi", dpi)
     default = checkpoint is None
     path = _shown(sample_path(DEFAULT_SAMPLE)) if default else checkpoint
     shipped = None if default else shipped_sample_for(checkpoint)
@@ -70,6 +72,7 @@ def inspect_command(
     if report is None:
         return
     report = with_config_bounds(report, data_args=data_args(data, metric=analysis.metric))
-    out = write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet)
+    out = write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet,
+                        dpi=dpi)
     if out is not None and default:
         out.print(_next_steps(), markup=False, highlight=False)

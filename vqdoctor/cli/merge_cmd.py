@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from vqdoctor.cli.common import AllowGlobalOpt, NestingOpt, QuietOpt, VerboseOpt, check_verbosity
+from vqdoctor.cli.common import (
+    DEFAULT_DPI,
+    AllowGlobalOpt,
+    DpiOpt,
+    NestingOpt,
+    QuietOpt,
+    VerboseOpt,
+    check_range,
+    check_verbosity,
+)
 from vqdoctor.cli.errors import translate_errors
 
 
@@ -21,6 +30,7 @@ def merge_command(
     html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report.", rich_help_panel="Output")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write PNG plots into this folder.", rich_help_panel="Output")] = None,
     save_stats: Annotated[Optional[Path], typer.Option("--save-stats", help="Also write the merged statistics to FILE (merge again later).", rich_help_panel="Output")] = None,
+    dpi: DpiOpt = DEFAULT_DPI,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -37,6 +47,7 @@ def merge_command(
     from vqdoctor.cli.paths import check_outputs
 
     check_verbosity(verbose, quiet)
+    check_range("--dpi", dpi)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     stats = api.load_statistics(*files)
@@ -54,4 +65,4 @@ def merge_command(
 
     fmt = report.checkpoint.format
     report = with_config_bounds(report, remedy=stats_remedy(fmt, None if checkpoint is None else str(checkpoint)))
-    write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet)
+    write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet, dpi=dpi)

@@ -12,8 +12,8 @@ from vqdoctor.report.terminal import render_terminal
 
 
 def write_outputs(report: Report, *, json_out: str | None, html: Path | None, plots: Path | None,
-                  err: Console, verbose: bool = False, quiet: bool = False) -> Console | None:
-    """Write --json / --html / --plots, then the terminal report to stdout (``verbose``: every
+                  err: Console, verbose: bool = False, quiet: bool = False, dpi: int = 110) -> Console | None:
+    """Write --json / --html / --plots (pictures at ``dpi``), then the terminal report to stdout (``verbose``: every
     detail) unless the JSON went there or ``quiet``. Returns the stdout console used (None when
     nothing was printed there)."""
     if json_out is not None:
@@ -21,12 +21,12 @@ def write_outputs(report: Report, *, json_out: str | None, html: Path | None, pl
     if html is not None:
         from vqdoctor.report.html import write_html
 
-        write_html(report, html)
+        write_html(report, html, dpi=dpi)
         err.print(f"HTML report written to {html}")
     if plots is not None:
         from vqdoctor.report.plots import save_plots
 
-        written = save_plots(report, plots)
+        written = save_plots(report, plots, dpi=dpi)
         err.print(f"{len(written)} plots written to {plots}/")
     if json_out == "-" or quiet:
         return None

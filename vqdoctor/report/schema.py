@@ -16,6 +16,9 @@ from vqdoctor.core.results import (
 )
 
 SCHEMA = "vqdoctor.report/1"
+# CodebookReport.mode_counts (the allocation heatmap's data) is kept up to this many code x mode
+# cells: 2^20 cells are ~40 MB of Python ints and ~1 s to convert (K = 262,144 x 10 modes: 100 MB, 3.3 s).
+MODE_COUNTS_MAX_CELLS = 2**20
 Status = Literal["ok", "warn", "fail", "insufficient"]  # insufficient: not enough data to judge (docs/verdicts.md)
 
 
@@ -65,6 +68,7 @@ class CodebookReport:
     note: str | None = None
     metric_source: str = "layout"  # layout | config | detected | flag
     metric_evidence: str | None = None  # e.g. "all 512 codes unit-norm ±1e-3"
+    mode_counts: list[list[int]] | None = None  # (K, M) vectors of mode m on code k (allocation heatmap; None above MODE_COUNTS_MAX_CELLS); not in JSON
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,8 @@ class Projection2D:
     codes: list[list[float]] | None  # (K', 2) codes placed in the same picture
     inputs: list[list[float]] | None  # (n, 2) the inputs' picture, when given
     seconds: float
+    codebook: str | None = None  # the codebook whose codes are drawn (markers sized by its counts)
+    code_ids: list[int] | None = None  # row j of ``codes`` is code code_ids[j] of that codebook
 
 
 @dataclass(frozen=True)
