@@ -20,8 +20,9 @@ import torch
 
 from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, override_metric, select
-from vqdoctor.codebooks.model import Discovery
+from vqdoctor.core.codebook import Discovery
 from vqdoctor.core.device import pick_device
+from vqdoctor.core.gathered import Statistics, check_codebooks, identities, merge_stats
 from vqdoctor.core.kmeans import LloydProgress
 from vqdoctor.diagnose import build_report, diagnose, gather
 from vqdoctor.errors import DataError, InputFileError, UsageError
@@ -36,7 +37,7 @@ from vqdoctor.io.encoders import (
     data_from_metadata,
     ignored_data_note,
 )
-from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
+from vqdoctor.io.stats_file import load_stats, save_stats
 from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_stream, open_stream
 from vqdoctor.io.transplant import Transplant, plan_transplant, staged, with_arch
 from vqdoctor.io.writers import refuse_overlap, write_checkpoint

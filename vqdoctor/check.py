@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from vqdoctor.core.results import (
     EmaMetrics,
@@ -28,6 +28,11 @@ from vqdoctor.core.results import (
 from vqdoctor.errors import InputFileError, UsageError
 from vqdoctor.options import DEFAULT_MAX_REGRESSION
 from vqdoctor.remedies import RemedyContext, fix_remedy
+
+# the results live beside the Report (report/check_result.py); the names stay importable from here
+from vqdoctor.report.check_result import CHECK_SCHEMA as CHECK_SCHEMA
+from vqdoctor.report.check_result import CheckItem, CheckResult, Kind, Outcome
+from vqdoctor.report.check_result import check_document as check_document
 from vqdoctor.report.schema import CodebookReport, Report
 from vqdoctor.verdicts import (
     CODEBOOK_CHECKS,
@@ -38,10 +43,6 @@ from vqdoctor.verdicts import (
     status_of,
     with_bounds,
 )
-
-CHECK_SCHEMA = "vqdoctor.check/1"
-Outcome = Literal["pass", "fail", "skipped", "insufficient"]  # insufficient: not enough data to judge
-Kind = Literal["threshold", "baseline"]
 
 # Relative changes are measured against max(|baseline|, REGRESSION_FLOOR): a metric that was 0 in the
 # baseline (no dead codes) may grow by max_regression x 0.1 before it counts as a regression.
@@ -180,90 +181,6 @@ def merge_configs(lower: CheckConfig, upper: CheckConfig) -> CheckConfig:
         pick(lower.baseline, upper.baseline),
         (*upper.sources, *lower.sources),
     )
-
-
-# ---------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class CheckItem:
-    check: str  # "utilization", ..., "merged_pairs", or "codebook" (a codebook missing vs the baseline)
-    codebook: str | None  # None for model-wide checks
-    kind: Kind  # "threshold": against a bound; "baseline": against the baseline report
-    outcome: Outcome
-    value: float | None  # this run's value
-    threshold: float | None  # the bound that was applied (for baseline items: the tolerated value)
-    baseline: float | None  # the baseline's value (baseline items only)
-    message: str  # one line: why
-    remedy: str | None  # the command to run, on failure (shell-quoted), or why there is none
-    percent: bool = False  # show the values as percentages (display only, not in JSON)
-    remedy_argv: tuple[str, ...] | None = None  # the remedy command as an argv list
-
-    @property
-    def name(self) -> str:
-        """The test-case name: ``utilization`` or ``utilization vs baseline``."""
-        return self.check if self.kind == "threshold" else f"{self.check} vs baseline"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check, "codebook": self.codebook, "kind": self.kind, "outcome": self.outcome,
-            "value": _finite(self.value), "threshold": _finite(self.threshold), "baseline": _finite(self.baseline),
-            "message": self.message, "remedy": self.remedy,
-            "remedy_argv": None if self.remedy_argv is None else list(self.remedy_argv),
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    items: list[CheckItem]
-    thresholds: Thresholds  # the bounds that were applied
-    threshold_source: str  # "defaults (fail bounds of docs/verdicts.md)" or where they came from
-    strict: bool
-    baseline: str | None  # the baseline's description (path), when one was compared
-    max_regression: float | None
-
-    @property
-    def failed(self) -> list[CheckItem]:
-        return [i for i in self.items if i.outcome == "fail"]
-
-    @property
-    def skipped(self) -> list[CheckItem]:
-        return [i for i in self.items if i.outcome == "skipped"]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every check passed (or was skipped, without --strict), 1 when one failed."""
-        return 0 if self.passed else 1
-
-    def summary(self) -> dict[str, int]:
-        return {o: sum(1 for i in self.items if i.outcome == o) for o in ("pass", "fail", "skipped", "insufficient")}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``check`` part of the ``vqdoctor.check/1`` document (see :func:`check_document`)."""
-        return {
-            "passed": self.passed,
-            "exit_code": self.exit_code,
-            "strict": self.strict,
-            "thresholds": self.thresholds.to_dict(),
-            "threshold_source": self.threshold_source,
-            "baseline": None if self.baseline is None else {"source": self.baseline, "max_regression": self.max_regression},
-            "summary": self.summary(),
-            "results": [i.to_dict() for i in self.items],
-        }
-
-
-def check_document(result: CheckResult, report_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``vqdoctor.check/1`` JSON document: the check results plus the full ``vqdoctor.report/1``
-    under ``report`` (so the file can serve as the next run's ``--baseline``)."""
-    return {"schema": CHECK_SCHEMA, **result.to_dict(), "report": dict(report_dict)}
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def _fmt(value: float, percent: bool) -> str:

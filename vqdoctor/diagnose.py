@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from vqdoctor import __version__, stages
-from vqdoctor.codebooks.model import Codebook, Discovery, Stack
 from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack, stack_input_dim
+from vqdoctor.core.codebook import Codebook, Discovery, Stack
 from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.gathered import Gathered

@@ -16,7 +16,7 @@ from vqdoctor.options import DEFAULT_MAX_REGRESSION, AnalysisOptions, DataOption
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from vqdoctor.check import CheckItem, CheckResult
+    from vqdoctor.report.check_result import CheckItem, CheckResult
 
 DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "insufficient": "cyan"}
@@ -137,9 +137,9 @@ def check_command(
     from vqdoctor.cli.paths import check_outputs
     from vqdoctor.cli.runs import analyse
     from vqdoctor.errors import UsageError
-    from vqdoctor.io.baseline import load_baseline
     from vqdoctor.io.config import load_check_config
     from vqdoctor.remedies import RemedyContext, data_args
+    from vqdoctor.report.baseline import load_baseline
     from vqdoctor.report.json_out import atomic_write_bytes, report_to_dict
     from vqdoctor.report.junit import write_junit
     from vqdoctor.report.terminal import render_terminal

@@ -15,7 +15,7 @@ from vqdoctor.cli.errors import translate_errors
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from vqdoctor.codebooks.model import Codebook, Discovery, Linear, Stack
+    from vqdoctor.core.codebook import Codebook, Discovery, Linear, Stack
     from vqdoctor.io.checkpoint_types import Checkpoint
 
 LS_SCHEMA = "vqdoctor.ls/1"

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from vqdoctor.core.assign import PreparedCodes, nearest_codes, prepare_codes
+from vqdoctor.core.codebook import Codebook, Stack
 from vqdoctor.errors import DataError
-
-if TYPE_CHECKING:  # value types only; importing the codebooks package loads its detectors
-    from vqdoctor.codebooks.model import Codebook, Stack
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook, Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES
 from vqdoctor.core.chain import LevelOutput, run_stack
+from vqdoctor.core.codebook import Codebook, Stack
 from vqdoctor.errors import DataError
 
 # fit(codebook, its level output) -> the codebook with its new codes (or the same one)

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._separate import min_separation, too_close
 from vqdoctor.fixes._state import FixResult

@@ -41,7 +41,7 @@ from vqdoctor.codebooks.detectors._util import (
     split_level,
 )
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook, EmaState
+from vqdoctor.core.codebook import Codebook, EmaState
 from vqdoctor.io.store import TensorStore
 
 _AFFINE = ("codebook_mean", "codebook_variance", "codebook_mean_needs_init",

@@ -23,7 +23,7 @@ import torch
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import join, keys_ending, present, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 from vqdoctor.io.store import TensorStore
 
 _SEQ = re.compile(r"^(\d+)\.(weight|bias)$")
