@@ -101,7 +101,3 @@ def check_document(result: CheckResult, report_dict: Mapping[str, Any]) -> dict[
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
