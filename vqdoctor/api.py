@@ -62,14 +62,27 @@ def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = Tr
     """Every codebook of ``ckpt`` (filtered by the ``pattern`` glob), compared by ``metric``
     (``"auto"``: as detected); with ``require`` an empty result is a CodebookNotFoundError that
     lists the candidates."""
-    found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
-    if pattern is not None:
-        found = select(found, pattern, state=ckpt.state)
-    found = override_metric(found, metric)
+    found = _find(ckpt, pattern=pattern, metric=metric)
     if require and not found.stacks:
         raise no_codebook_error(ckpt.state, found)
     _check_codebooks_finite(ckpt, found)
     return found
+
+
+def _find(ckpt: Checkpoint, *, pattern: str | None, metric: str) -> Discovery:
+    found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
+    if pattern is not None:
+        found = select(found, pattern, state=ckpt.state)
+    return override_metric(found, metric)
+
+
+def list_codebooks(path: str | Path, *, pattern: str | None = None, metric: str = "auto",
+                   allow_globals: tuple[str, ...] = (), nesting: str | None = None) -> tuple[Checkpoint, Discovery]:
+    """What ``vqdoctor ls`` lists: the checkpoint and every codebook found in it (filtered by the
+    ``pattern`` glob, compared by ``metric``), none required and none refused (a codebook with
+    NaN codes is listed; :func:`discover` refuses it for an analysis)."""
+    ckpt = load(path, allow_globals=allow_globals, nesting=nesting)
+    return ckpt, _find(ckpt, pattern=pattern, metric=metric)
 
 
 def _check_codebooks_finite(ckpt: Checkpoint, found: Discovery) -> None:
