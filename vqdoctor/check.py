@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,38 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{value:.1%}" if percent else f"{value:.4g}"
 
 
+
+DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """What one ``vqdoctor check`` run applies, every layer resolved: the thresholds and where they
+    came from, the baseline to compare with (None: none), the tolerated regression, strictness."""
+
+    thresholds: Thresholds
+    source: str
+    baseline: Path | None
+    max_regression: float
+    strict: bool
+
+
+def plan_check(flags: CheckConfig, from_file: CheckConfig | None = None, *, write_baseline: Path | None = None) -> CheckPlan:
+    """The flags over the config file over the documented defaults (the fail bounds, when no
+    threshold is set anywhere). A run that writes a baseline compares with none (not even one the
+    config names); one that is given both ``--baseline`` and ``--write-baseline`` is refused."""
+    if write_baseline is not None and flags.baseline is not None:
+        raise UsageError(f"--baseline {flags.baseline} and --write-baseline {write_baseline}: a run either compares "
+                         "with a baseline or writes a new one.", "Drop one of the two.")
+    settings = merge_configs(from_file or CheckConfig(), flags)
+    thresholds, source = settings.thresholds, ", ".join(settings.sources)
+    if thresholds.is_empty():
+        thresholds, source = Thresholds.defaults(), DEFAULTS_SOURCE
+    return CheckPlan(thresholds=thresholds, source=source,
+                     baseline=None if write_baseline is not None else settings.baseline,
+                     max_regression=DEFAULT_MAX_REGRESSION if settings.max_regression is None else settings.max_regression,
+                     strict=bool(settings.strict))
+
 # ---------------------------------------------------------------------------------- evaluation
 
 
@@ -350,6 +382,7 @@ def evaluate(
         items += _baseline_items(report, baseline, max_regression, ctx)
     if strict:
         items = [_strict(i) for i in items]
+    items = [replace(i, direction=_SPECS[i.check].direction) if i.check in _SPECS else i for i in items]
     return CheckResult(items, thresholds, threshold_source, strict,
                        None if baseline is None else (baseline_source or "baseline"),
                        None if baseline is None else max_regression)

@@ -35,6 +35,7 @@ class CheckItem:
     remedy: str | None  # the command to run, on failure (shell-quoted), or why there is none
     percent: bool = False  # show the values as percentages (display only, not in JSON)
     remedy_argv: tuple[str, ...] | None = None  # the remedy command as an argv list
+    direction: Direction | None = None  # "min": the value must stay above the bound (display only, not in JSON)
 
     @property
     def name(self) -> str:
