@@ -34,6 +34,7 @@ from vqdoctor.report.check_result import CHECK_SCHEMA as CHECK_SCHEMA
 from vqdoctor.report.check_result import CheckItem, CheckResult, Kind, Outcome
 from vqdoctor.report.check_result import check_document as check_document
 from vqdoctor.report.schema import CodebookReport, Report
+from vqdoctor.report.text import fmt_value
 from vqdoctor.verdicts import (
     CODEBOOK_CHECKS,
     EMBEDDINGS_REMEDY,
@@ -183,10 +184,6 @@ def merge_configs(lower: CheckConfig, upper: CheckConfig) -> CheckConfig:
     )
 
 
-def _fmt(value: float, percent: bool) -> str:
-    return f"{value:.1%}" if percent else f"{value:.4g}"
-
-
 
 DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
 
@@ -256,11 +253,11 @@ def _threshold_items(report: Report, limits: Thresholds, ckpt: RemedyContext) ->
             stricter = default is not None and (default > bound if spec.direction == "min" else default < bound)
             status, raw_bound, clause = judge(spec, cb, value, warn=default if stricter else None, fail=float(bound))
             relation = ">=" if spec.direction == "min" else "<="
-            shown = f"{spec.describe} is {_fmt(value, spec.percent)}"
+            shown = f"{spec.describe} is {fmt_value(value, spec.percent)}"
             if raw_bound is not None and spec.scaled is not None and status == "fail":
-                bound_shown = _fmt(raw_bound, spec.percent)
+                bound_shown = fmt_value(raw_bound, spec.percent)
             else:
-                bound_shown = _fmt(bound, spec.percent) + (" of what a perfect codebook reaches" if spec.scaled is not None and cb.usage is not None else "")
+                bound_shown = fmt_value(bound, spec.percent) + (" of what a perfect codebook reaches" if spec.scaled is not None and cb.usage is not None else "")
             if status == "insufficient":
                 items.append(CheckItem(spec.check, cb.name, "threshold", "insufficient", float(value), bound, None,
                                        f"{shown}{clause}", None, spec.percent))
@@ -306,8 +303,8 @@ def _regression_item(spec: CheckSpec, cb: CodebookReport, base: CodebookReport, 
     bound = old - tolerance if spec.direction == "min" else old + tolerance
     change = "" if old == 0 else f"{(new - old) / abs(old):+.1%}; "
     verb = ("dropped" if new < old else "rose") if new != old else "stayed"
-    message = (f"{spec.check} {verb} from {_fmt(old, spec.percent)} (baseline) to {_fmt(new, spec.percent)} "
-               f"({change}allowed {'>=' if spec.direction == 'min' else '<='} {_fmt(bound, spec.percent)})")
+    message = (f"{spec.check} {verb} from {fmt_value(old, spec.percent)} (baseline) to {fmt_value(new, spec.percent)} "
+               f"({change}allowed {'>=' if spec.direction == 'min' else '<='} {fmt_value(bound, spec.percent)})")
     if worse > tolerance:
         return _fix_item(spec, cb, "fail", float(new), bound, float(old), f"regression: {message}", "baseline", ckpt)
     return CheckItem(spec.check, cb.name, "baseline", "pass", float(new), bound, float(old), message, None, spec.percent)

@@ -13,17 +13,12 @@ from vqdoctor.report.check_result import CheckItem, CheckResult, check_document
 from vqdoctor.report.json_out import atomic_write_bytes
 from vqdoctor.report.junit import MODEL_WIDE, write_junit
 from vqdoctor.report.schema import Report
+from vqdoctor.report.text import fmt_value
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 OUTCOME_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "insufficient": "cyan"}
-
-
-def _fmt(x: float | None, percent: bool) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.1%}" if percent else f"{x:.4g}"
 
 
 def _bound(item: CheckItem) -> str:
@@ -32,8 +27,8 @@ def _bound(item: CheckItem) -> str:
     if item.check == "merged_pairs":
         return f"<= {item.threshold:g}" if item.kind == "threshold" else f"baseline {item.threshold:g}"
     relation = ">=" if item.direction == "min" else "<="
-    text = f"{relation} {_fmt(item.threshold, item.percent)}"
-    return text if item.baseline is None else f"{text} (base {_fmt(item.baseline, item.percent)})"
+    text = f"{relation} {fmt_value(item.threshold, item.percent)}"
+    return text if item.baseline is None else f"{text} (base {fmt_value(item.baseline, item.percent)})"
 
 
 def render_check(result: CheckResult, console: Console) -> None:
@@ -46,7 +41,7 @@ def render_check(result: CheckResult, console: Console) -> None:
     for col, justify in (("codebook", "left"), ("check", "left"), ("value", "right"), ("threshold", "right"), ("result", "left")):
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for item in result.items:
-        table.add_row(item.codebook or MODEL_WIDE, item.name, _fmt(item.value, item.percent), _bound(item),
+        table.add_row(item.codebook or MODEL_WIDE, item.name, fmt_value(item.value, item.percent), _bound(item),
                       Text(item.outcome, style=OUTCOME_STYLE[item.outcome]))
     console.print(table)
     counts = result.summary()
