@@ -133,7 +133,7 @@ def to_simvq(
 
 def _table_dtype(state: Mapping[str, torch.Tensor], cb: Codebook) -> torch.dtype:
     key = cb.keys.get("codes") or cb.keys.get("embed_sum")
-    t = state[key] if key in state else None
+    t = state[key] if key is not None and key in state else None
     return t.dtype if t is not None and t.is_floating_point() else torch.float32
 
 
