@@ -435,8 +435,8 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
     """:func:`fix_checkpoint` in its run mode (``run``: this process alone or a torchrun rank)."""
     data, device = run.data, run.device
     encoder_from = fix.encoder_from
-    ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
+    session = open_session(checkpoint, data=data, analysis=analysis, device=device)
+    ckpt, found = session.ckpt, session.found
     if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
         # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
         data = replace(data, inputs=data_from_metadata(ckpt))

@@ -5,6 +5,11 @@ Pure: no files, no printing. The numbers come from the same extractors as the ve
 (:data:`vqdoctor.verdicts.CODEBOOK_CHECKS`), compared with :func:`vqdoctor.verdicts.status_of` using
 the user's bound as the only (fail) bound. ``docs/ci.md`` documents the thresholds, the defaults, the
 baseline rule and the ``vqdoctor.check/1`` JSON document.
+
+Here: the thresholds and config (:class:`Thresholds`, :class:`CheckConfig`, :func:`plan_check`: flags
+over the config file over the defaults) and the evaluation (:func:`evaluate`). The results it
+returns (:class:`CheckItem`, :class:`CheckResult`) are values of ``report/check_result.py`` and
+are rendered by ``report/check_out.py`` and ``report/junit.py``.
 """
 
 from __future__ import annotations
