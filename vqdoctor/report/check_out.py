@@ -4,13 +4,12 @@ table of ``vqdoctor check``) and as the ``vqdoctor.check/1`` JSON text. They com
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vqdoctor.report.check_result import CheckItem, CheckResult, check_document
-from vqdoctor.report.json_out import atomic_write_bytes
+from vqdoctor.report.json_out import write_text
 from vqdoctor.report.junit import MODEL_WIDE, write_junit
 from vqdoctor.report.schema import Report
 from vqdoctor.report.text import fmt_value
@@ -85,9 +84,6 @@ def write_check_outputs(result: CheckResult, report: Report, *, junit: Path | No
         return
     text = check_json(result, report.to_dict())
     if write_baseline is not None:
-        atomic_write_bytes(write_baseline, text.encode("utf-8"))
-    if json_out == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    elif json_out is not None:
-        atomic_write_bytes(json_out, text.encode("utf-8"))
+        write_text(text, write_baseline)
+    if json_out is not None:
+        write_text(text, json_out)

@@ -27,14 +27,19 @@ def report_to_json(report: Report, *, include_counts: bool = False) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_json(report: Report, dest: str | Path, *, include_counts: bool = False) -> None:
-    """Write the JSON report to ``dest`` (``"-"`` = stdout); file writes are atomic."""
-    text = report_to_json(report, include_counts=include_counts)
+def write_text(text: str, dest: str | Path) -> None:
+    """The one way an output document is written: ``dest`` ``"-"`` is stdout, a file is written
+    atomically (:func:`vqdoctor.io.atomic.atomic_write_bytes`)."""
     if str(dest) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(report: Report, dest: str | Path, *, include_counts: bool = False) -> None:
+    """Write the JSON report to ``dest`` (``"-"`` = stdout); file writes are atomic."""
+    write_text(report_to_json(report, include_counts=include_counts), dest)
 
 
 def load_schema() -> dict:

@@ -5,13 +5,12 @@ finds them), as the ``vqdoctor.ls/1`` JSON document and as a terminal table. Bot
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vqdoctor.core.codebook import Codebook, Discovery, Linear, Stack
-from vqdoctor.io.atomic import atomic_write_bytes
 from vqdoctor.io.checkpoint_types import Checkpoint
+from vqdoctor.report.json_out import write_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -142,8 +141,4 @@ def render_ls(ckpt: Checkpoint, found: Discovery, console: Console) -> None:
 
 def write_ls_json(ckpt: Checkpoint, found: Discovery, dest: str | Path) -> None:
     """The ``vqdoctor.ls/1`` document to ``dest`` (``"-"`` = stdout); file writes are atomic."""
-    text = json.dumps(ls_json(ckpt, found), indent=2) + "\n"
-    if str(dest) == "-":
-        sys.stdout.write(text)
-        return
-    atomic_write_bytes(dest, text.encode("utf-8"))
+    write_text(json.dumps(ls_json(ckpt, found), indent=2) + "\n", dest)

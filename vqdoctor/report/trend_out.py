@@ -67,17 +67,6 @@ def trend_json(t: Trend) -> str:
     return json.dumps(t.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_text(text: str, dest: str | Path) -> None:
-    """``dest`` ``"-"`` is stdout; files are written atomically."""
-    if str(dest) == "-":
-        import sys
-
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    atomic_write_bytes(dest, text.encode("utf-8"))
-
-
 def plot_trend(t: Trend) -> Figure:
     """One panel per metric that applies, metric vs step, one line per codebook."""
     from matplotlib.figure import Figure
