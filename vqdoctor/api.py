@@ -452,7 +452,10 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
         modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
     lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
     staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
-    lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
+    lat = lat_before
+    if transplant is not None:
+        staged_lat = collect_latents(staged_ckpt, data, device=device)
+        lat = None if staged_lat is None else _with_modes(staged_lat, modes)
     if lat is None and fix.needs_data:
         raise DataError(
             "This fix needs data: the vectors that reach the quantizer.",
@@ -461,8 +464,8 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
     result = FixResult()
     for stack in found.stacks:  # later stacks see the earlier stacks' updates
         with (lloyd_progress() if lloyd_progress is not None else nullcontext(None)) as progress:
-            result.merge(fix.apply(ChainMap(result.updates, staged_ckpt.state), stack, None if lat is None else lat.x,
-                                   progress=progress))
+            state = ChainMap(result.updates, staged_ckpt.state)  # type: ignore[arg-type]  # read only: any Mapping does
+            result.merge(fix.apply(state, stack, None if lat is None else lat.x, progress=progress))
     if not result.updates and not result.remove and transplant is None:
         raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
     if not run.is_main:
