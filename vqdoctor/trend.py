@@ -120,7 +120,7 @@ def _step_in_file(path: Path, allow_globals: Sequence[str]) -> tuple[int, str] |
                 value = obj.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                     return value, f"metadata: {key}"
-                if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
+                if value is not None and hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
                     v = value.item()
                     if isinstance(v, int) and v >= 0:
                         return v, f"metadata: {key}"
@@ -134,6 +134,7 @@ def _rows(step: int, report: Report) -> list[TrendRow]:
     out = []
     for cb in report.codebooks:
         u, e, g, w, t = cb.usage, cb.ema, cb.geometry, cb.w, cb.tokens_collapse
+        assert g is not None  # diagnose measures every codebook's geometry (only merged statistics lack it)
         out.append(TrendRow(
             step=step, checkpoint=report.checkpoint.path, codebook=cb.name, size=cb.size,
             vectors=None if u is None else u.vectors,
@@ -171,7 +172,7 @@ def trend(
     and judge the trend. ``on_checkpoint(i, n, point)`` is called before each checkpoint."""
     if data.shard is not None:
         raise UsageError("trend reads all the data for every checkpoint; --shard does not apply.")
-    files = [Path(p) for p in target] if isinstance(target, (list, tuple)) else run_checkpoints(target)
+    files = run_checkpoints(target) if isinstance(target, (str, Path)) else [Path(p) for p in target]
     points = sorted((TrendPoint(*step_of(p, allow_globals=data.allow_globals), str(p)) for p in files),
                     key=lambda pt: (pt.step, natural_key(Path(pt.path).name)))
     device = pick_device(data.device)
