@@ -8,9 +8,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections import ChainMap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from vqdoctor.diagnose import build_report, diagnose, gather
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.fixes import FixResult
 from vqdoctor.fixes.values import Fix
-from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
+from vqdoctor.io.atomic import removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import InputSource, LatentSource
@@ -40,7 +39,7 @@ from vqdoctor.io.encoders import (
 from vqdoctor.io.stats_file import load_stats, save_stats
 from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_stream, open_stream
 from vqdoctor.io.transplant import Transplant, plan_transplant, staged, with_arch
-from vqdoctor.io.writers import refuse_overlap, write_checkpoint
+from vqdoctor.io.writers import commit_verified, refuse_overlap, remove_output, unverified_path, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.remedies import data_args
 from vqdoctor.repair import compare, infer_modes_once, summary
@@ -365,22 +364,6 @@ def _with_modes(lat: Latents, modes: tuple[np.ndarray, list[str], str] | None) -
     return replace(lat, modes=modes[0], mode_names=modes[1], mode_source=modes[2])
 
 
-def _temp_output(target: Path) -> Path:
-    """A fresh path next to ``target`` with its suffix (the writers keep the format by suffix)."""
-    for i in range(1000):
-        cand = target.with_name(f"{TMP_PREFIX}{target.stem[:80]}-unverified-{os.getpid()}-{i}{target.suffix}")
-        if not cand.exists():
-            return cand
-    raise UsageError(f"Cannot find a free temporary name next to {target}.", f"Remove them with: vqdoctor clean {target.parent}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def fix_checkpoint(
     checkpoint: str | Path,
     *,
@@ -481,7 +464,7 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
     before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
     copied = transplant.copied if transplant else ()
     copied_from = transplant.source if transplant else None
-    tmp = _temp_output(target)
+    tmp = unverified_path(target)
     with removed_on_signal(tmp):
         try:
             write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
@@ -505,19 +488,8 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
                                   copied_from=copied_from, changes=tuple(changes), worse=True, target=target)
             if worse:
                 notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
-            written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
+            written = commit_verified(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
         finally:
-            _remove(tmp)
+            remove_output(tmp)
     return FixOutcome(path=written, notes=notes, before=before, after=after, copied=copied, copied_from=copied_from,
                       changes=tuple(changes), worse=worse, target=target)
-
-
-def _commit(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],
-            remove: set[str], in_place: bool) -> Path:
-    """Put the verified output in place: a rename where nothing is in the way, else the writer
-    again (same updates, same bytes; it keeps the backup of --in-place and replaces atomically)."""
-    if not in_place and (not target.exists() or (tmp.is_file() and target.is_file())):
-        os.replace(tmp, target)  # atomic, over an existing file too
-        return target
-    _remove(tmp)  # not left beside the output while the writer runs (it reports leftovers there)
-    return write_checkpoint(ckpt, target, updates=updates, remove=remove, in_place=in_place)
