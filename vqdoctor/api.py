@@ -8,9 +8,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections import ChainMap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,14 +19,15 @@ import torch
 
 from vqdoctor import distributed
 from vqdoctor.codebooks import config_from_metadata, find_codebooks, no_codebook_error, override_metric, select
-from vqdoctor.codebooks.model import Discovery
+from vqdoctor.core.codebook import Discovery
 from vqdoctor.core.device import pick_device
+from vqdoctor.core.gathered import Statistics, check_codebooks, identities, merge_stats
 from vqdoctor.core.kmeans import LloydProgress
 from vqdoctor.diagnose import build_report, diagnose, gather
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.fixes import FixResult
 from vqdoctor.fixes.values import Fix
-from vqdoctor.io.atomic import TMP_PREFIX, removed_on_signal
+from vqdoctor.io.atomic import removed_on_signal
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import load_checkpoint
 from vqdoctor.io.data import InputSource, LatentSource
@@ -36,10 +36,10 @@ from vqdoctor.io.encoders import (
     data_from_metadata,
     ignored_data_note,
 )
-from vqdoctor.io.stats_file import Statistics, check_codebooks, identities, load_stats, merge_stats, save_stats
+from vqdoctor.io.stats_file import load_stats, save_stats
 from vqdoctor.io.stream import Latents, VectorStream, collect_latents, memory_stream, open_stream
 from vqdoctor.io.transplant import Transplant, plan_transplant, staged, with_arch
-from vqdoctor.io.writers import refuse_overlap, write_checkpoint
+from vqdoctor.io.writers import commit_verified, refuse_overlap, remove_output, unverified_path, write_checkpoint
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.remedies import data_args
 from vqdoctor.repair import compare, infer_modes_once, summary
@@ -61,14 +61,27 @@ def discover(ckpt: Checkpoint, *, pattern: str | None = None, require: bool = Tr
     """Every codebook of ``ckpt`` (filtered by the ``pattern`` glob), compared by ``metric``
     (``"auto"``: as detected); with ``require`` an empty result is a CodebookNotFoundError that
     lists the candidates."""
-    found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
-    if pattern is not None:
-        found = select(found, pattern, state=ckpt.state)
-    found = override_metric(found, metric)
+    found = _find(ckpt, pattern=pattern, metric=metric)
     if require and not found.stacks:
         raise no_codebook_error(ckpt.state, found)
     _check_codebooks_finite(ckpt, found)
     return found
+
+
+def _find(ckpt: Checkpoint, *, pattern: str | None, metric: str) -> Discovery:
+    found = find_codebooks(ckpt.state, config=config_from_metadata(ckpt.metadata))
+    if pattern is not None:
+        found = select(found, pattern, state=ckpt.state)
+    return override_metric(found, metric)
+
+
+def list_codebooks(path: str | Path, *, pattern: str | None = None, metric: str = "auto",
+                   allow_globals: tuple[str, ...] = (), nesting: str | None = None) -> tuple[Checkpoint, Discovery]:
+    """What ``vqdoctor ls`` lists: the checkpoint and every codebook found in it (filtered by the
+    ``pattern`` glob, compared by ``metric``), none required and none refused (a codebook with
+    NaN codes is listed; :func:`discover` refuses it for an analysis)."""
+    ckpt = load(path, allow_globals=allow_globals, nesting=nesting)
+    return ckpt, _find(ckpt, pattern=pattern, metric=metric)
 
 
 def _check_codebooks_finite(ckpt: Checkpoint, found: Discovery) -> None:
@@ -352,22 +365,6 @@ def _with_modes(lat: Latents, modes: tuple[np.ndarray, list[str], str] | None) -
     return replace(lat, modes=modes[0], mode_names=modes[1], mode_source=modes[2])
 
 
-def _temp_output(target: Path) -> Path:
-    """A fresh path next to ``target`` with its suffix (the writers keep the format by suffix)."""
-    for i in range(1000):
-        cand = target.with_name(f"{TMP_PREFIX}{target.stem[:80]}-unverified-{os.getpid()}-{i}{target.suffix}")
-        if not cand.exists():
-            return cand
-    raise UsageError(f"Cannot find a free temporary name next to {target}.", f"Remove them with: vqdoctor clean {target.parent}")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
 def fix_checkpoint(
     checkpoint: str | Path,
     *,
@@ -422,8 +419,8 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
     """:func:`fix_checkpoint` in its run mode (``run``: this process alone or a torchrun rank)."""
     data, device = run.data, run.device
     encoder_from = fix.encoder_from
-    ckpt = load(checkpoint, allow_globals=data.allow_globals, nesting=data.nesting)
-    found = discover(ckpt, pattern=analysis.codebook, metric=analysis.metric)
+    session = open_session(checkpoint, data=data, analysis=analysis, device=device)
+    ckpt, found = session.ckpt, session.found
     if data.latents is None and data.inputs is None and data_from_metadata(ckpt) is not None:
         # the checkpoint's own data, resolved once: the output (written elsewhere) is measured on it too
         data = replace(data, inputs=data_from_metadata(ckpt))
@@ -439,7 +436,10 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
         modes = infer_modes_once(lat_before.x, subsample=analysis.subsample, seed=analysis.seed)
     lat_before = _with_modes(lat_before, modes) if lat_before is not None else None
     staged_ckpt = staged(ckpt, transplant.tensors, arch_from=source) if transplant is not None else runnable
-    lat = _with_modes(collect_latents(staged_ckpt, data, device=device), modes) if transplant is not None else lat_before
+    lat = lat_before
+    if transplant is not None:
+        staged_lat = collect_latents(staged_ckpt, data, device=device)
+        lat = None if staged_lat is None else _with_modes(staged_lat, modes)
     if lat is None and fix.needs_data:
         raise DataError(
             "This fix needs data: the vectors that reach the quantizer.",
@@ -448,8 +448,8 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
     result = FixResult()
     for stack in found.stacks:  # later stacks see the earlier stacks' updates
         with (lloyd_progress() if lloyd_progress is not None else nullcontext(None)) as progress:
-            result.merge(fix.apply(ChainMap(result.updates, staged_ckpt.state), stack, None if lat is None else lat.x,
-                                   progress=progress))
+            state = ChainMap(result.updates, staged_ckpt.state)  # type: ignore[arg-type]  # read only: any Mapping does
+            result.merge(fix.apply(state, stack, None if lat is None else lat.x, progress=progress))
     if not result.updates and not result.remove and transplant is None:
         raise UsageError("Nothing to change: " + (" ".join(result.notes) or "no codebook needed this fix."))
     if not run.is_main:
@@ -465,7 +465,7 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
     before = report_on_latents(runnable, found, lat_before, analysis=measure) if lat_before is not None else None
     copied = transplant.copied if transplant else ()
     copied_from = transplant.source if transplant else None
-    tmp = _temp_output(target)
+    tmp = unverified_path(target)
     with removed_on_signal(tmp):
         try:
             write_checkpoint(ckpt, tmp, updates=updates, remove=result.remove)
@@ -489,19 +489,8 @@ def _fix_in(checkpoint: str | Path, *, fix: Fix, target: Path, in_place: bool, r
                                   copied_from=copied_from, changes=tuple(changes), worse=True, target=target)
             if worse:
                 notes.append("The verified after-state is worse than the before-state; written anyway (--force).")
-            written = _commit(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
+            written = commit_verified(ckpt, tmp, target, updates=updates, remove=result.remove, in_place=in_place)
         finally:
-            _remove(tmp)
+            remove_output(tmp)
     return FixOutcome(path=written, notes=notes, before=before, after=after, copied=copied, copied_from=copied_from,
                       changes=tuple(changes), worse=worse, target=target)
-
-
-def _commit(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],
-            remove: set[str], in_place: bool) -> Path:
-    """Put the verified output in place: a rename where nothing is in the way, else the writer
-    again (same updates, same bytes; it keeps the backup of --in-place and replaces atomically)."""
-    if not in_place and (not target.exists() or (tmp.is_file() and target.is_file())):
-        os.replace(tmp, target)  # atomic, over an existing file too
-        return target
-    _remove(tmp)  # not left beside the output while the writer runs (it reports leftovers there)
-    return write_checkpoint(ckpt, target, updates=updates, remove=remove, in_place=in_place)

@@ -5,15 +5,20 @@ Pure: no files, no printing. The numbers come from the same extractors as the ve
 (:data:`vqdoctor.verdicts.CODEBOOK_CHECKS`), compared with :func:`vqdoctor.verdicts.status_of` using
 the user's bound as the only (fail) bound. ``docs/ci.md`` documents the thresholds, the defaults, the
 baseline rule and the ``vqdoctor.check/1`` JSON document.
+
+Here: the thresholds and config (:class:`Thresholds`, :class:`CheckConfig`, :func:`plan_check`: flags
+over the config file over the defaults) and the evaluation (:func:`evaluate`). The results it
+returns (:class:`CheckItem`, :class:`CheckResult`) are values of ``report/check_result.py`` and
+are rendered by ``report/check_out.py`` and ``report/junit.py``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from vqdoctor.core.results import (
     EmaMetrics,
@@ -28,7 +33,13 @@ from vqdoctor.core.results import (
 from vqdoctor.errors import InputFileError, UsageError
 from vqdoctor.options import DEFAULT_MAX_REGRESSION
 from vqdoctor.remedies import RemedyContext, fix_remedy
+
+# the results live beside the Report (report/check_result.py); the names stay importable from here
+from vqdoctor.report.check_result import CHECK_SCHEMA as CHECK_SCHEMA
+from vqdoctor.report.check_result import CheckItem, CheckResult, Kind, Outcome
+from vqdoctor.report.check_result import check_document as check_document
 from vqdoctor.report.schema import CodebookReport, Report
+from vqdoctor.report.text import fmt_value
 from vqdoctor.verdicts import (
     CODEBOOK_CHECKS,
     EMBEDDINGS_REMEDY,
@@ -38,10 +49,6 @@ from vqdoctor.verdicts import (
     status_of,
     with_bounds,
 )
-
-CHECK_SCHEMA = "vqdoctor.check/1"
-Outcome = Literal["pass", "fail", "skipped", "insufficient"]  # insufficient: not enough data to judge
-Kind = Literal["threshold", "baseline"]
 
 # Relative changes are measured against max(|baseline|, REGRESSION_FLOOR): a metric that was 0 in the
 # baseline (no dead codes) may grow by max_regression x 0.1 before it counts as a regression.
@@ -182,93 +189,37 @@ def merge_configs(lower: CheckConfig, upper: CheckConfig) -> CheckConfig:
     )
 
 
-# ---------------------------------------------------------------------------------- results
+
+DEFAULTS_SOURCE = "defaults (fail bounds of docs/verdicts.md)"
 
 
 @dataclass(frozen=True)
-class CheckItem:
-    check: str  # "utilization", ..., "merged_pairs", or "codebook" (a codebook missing vs the baseline)
-    codebook: str | None  # None for model-wide checks
-    kind: Kind  # "threshold": against a bound; "baseline": against the baseline report
-    outcome: Outcome
-    value: float | None  # this run's value
-    threshold: float | None  # the bound that was applied (for baseline items: the tolerated value)
-    baseline: float | None  # the baseline's value (baseline items only)
-    message: str  # one line: why
-    remedy: str | None  # the command to run, on failure (shell-quoted), or why there is none
-    percent: bool = False  # show the values as percentages (display only, not in JSON)
-    remedy_argv: tuple[str, ...] | None = None  # the remedy command as an argv list
+class CheckPlan:
+    """What one ``vqdoctor check`` run applies, every layer resolved: the thresholds and where they
+    came from, the baseline to compare with (None: none), the tolerated regression, strictness."""
 
-    @property
-    def name(self) -> str:
-        """The test-case name: ``utilization`` or ``utilization vs baseline``."""
-        return self.check if self.kind == "threshold" else f"{self.check} vs baseline"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "check": self.check, "codebook": self.codebook, "kind": self.kind, "outcome": self.outcome,
-            "value": _finite(self.value), "threshold": _finite(self.threshold), "baseline": _finite(self.baseline),
-            "message": self.message, "remedy": self.remedy,
-            "remedy_argv": None if self.remedy_argv is None else list(self.remedy_argv),
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    items: list[CheckItem]
-    thresholds: Thresholds  # the bounds that were applied
-    threshold_source: str  # "defaults (fail bounds of docs/verdicts.md)" or where they came from
+    thresholds: Thresholds
+    source: str
+    baseline: Path | None
+    max_regression: float
     strict: bool
-    baseline: str | None  # the baseline's description (path), when one was compared
-    max_regression: float | None
-
-    @property
-    def failed(self) -> list[CheckItem]:
-        return [i for i in self.items if i.outcome == "fail"]
-
-    @property
-    def skipped(self) -> list[CheckItem]:
-        return [i for i in self.items if i.outcome == "skipped"]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every check passed (or was skipped, without --strict), 1 when one failed."""
-        return 0 if self.passed else 1
-
-    def summary(self) -> dict[str, int]:
-        return {o: sum(1 for i in self.items if i.outcome == o) for o in ("pass", "fail", "skipped", "insufficient")}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``check`` part of the ``vqdoctor.check/1`` document (see :func:`check_document`)."""
-        return {
-            "passed": self.passed,
-            "exit_code": self.exit_code,
-            "strict": self.strict,
-            "thresholds": self.thresholds.to_dict(),
-            "threshold_source": self.threshold_source,
-            "baseline": None if self.baseline is None else {"source": self.baseline, "max_regression": self.max_regression},
-            "summary": self.summary(),
-            "results": [i.to_dict() for i in self.items],
-        }
 
 
-def check_document(result: CheckResult, report_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``vqdoctor.check/1`` JSON document: the check results plus the full ``vqdoctor.report/1``
-    under ``report`` (so the file can serve as the next run's ``--baseline``)."""
-    return {"schema": CHECK_SCHEMA, **result.to_dict(), "report": dict(report_dict)}
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _fmt(value: float, percent: bool) -> str:
-    return f"{value:.1%}" if percent else f"{value:.4g}"
-
+def plan_check(flags: CheckConfig, from_file: CheckConfig | None = None, *, write_baseline: Path | None = None) -> CheckPlan:
+    """The flags over the config file over the documented defaults (the fail bounds, when no
+    threshold is set anywhere). A run that writes a baseline compares with none (not even one the
+    config names); one that is given both ``--baseline`` and ``--write-baseline`` is refused."""
+    if write_baseline is not None and flags.baseline is not None:
+        raise UsageError(f"--baseline {flags.baseline} and --write-baseline {write_baseline}: a run either compares "
+                         "with a baseline or writes a new one.", "Drop one of the two.")
+    settings = merge_configs(from_file or CheckConfig(), flags)
+    thresholds, source = settings.thresholds, ", ".join(settings.sources)
+    if thresholds.is_empty():
+        thresholds, source = Thresholds.defaults(), DEFAULTS_SOURCE
+    return CheckPlan(thresholds=thresholds, source=source,
+                     baseline=None if write_baseline is not None else settings.baseline,
+                     max_regression=DEFAULT_MAX_REGRESSION if settings.max_regression is None else settings.max_regression,
+                     strict=bool(settings.strict))
 
 # ---------------------------------------------------------------------------------- evaluation
 
@@ -307,11 +258,11 @@ def _threshold_items(report: Report, limits: Thresholds, ckpt: RemedyContext) ->
             stricter = default is not None and (default > bound if spec.direction == "min" else default < bound)
             status, raw_bound, clause = judge(spec, cb, value, warn=default if stricter else None, fail=float(bound))
             relation = ">=" if spec.direction == "min" else "<="
-            shown = f"{spec.describe} is {_fmt(value, spec.percent)}"
+            shown = f"{spec.describe} is {fmt_value(value, spec.percent)}"
             if raw_bound is not None and spec.scaled is not None and status == "fail":
-                bound_shown = _fmt(raw_bound, spec.percent)
+                bound_shown = fmt_value(raw_bound, spec.percent)
             else:
-                bound_shown = _fmt(bound, spec.percent) + (" of what a perfect codebook reaches" if spec.scaled is not None and cb.usage is not None else "")
+                bound_shown = fmt_value(bound, spec.percent) + (" of what a perfect codebook reaches" if spec.scaled is not None and cb.usage is not None else "")
             if status == "insufficient":
                 items.append(CheckItem(spec.check, cb.name, "threshold", "insufficient", float(value), bound, None,
                                        f"{shown}{clause}", None, spec.percent))
@@ -357,8 +308,8 @@ def _regression_item(spec: CheckSpec, cb: CodebookReport, base: CodebookReport, 
     bound = old - tolerance if spec.direction == "min" else old + tolerance
     change = "" if old == 0 else f"{(new - old) / abs(old):+.1%}; "
     verb = ("dropped" if new < old else "rose") if new != old else "stayed"
-    message = (f"{spec.check} {verb} from {_fmt(old, spec.percent)} (baseline) to {_fmt(new, spec.percent)} "
-               f"({change}allowed {'>=' if spec.direction == 'min' else '<='} {_fmt(bound, spec.percent)})")
+    message = (f"{spec.check} {verb} from {fmt_value(old, spec.percent)} (baseline) to {fmt_value(new, spec.percent)} "
+               f"({change}allowed {'>=' if spec.direction == 'min' else '<='} {fmt_value(bound, spec.percent)})")
     if worse > tolerance:
         return _fix_item(spec, cb, "fail", float(new), bound, float(old), f"regression: {message}", "baseline", ckpt)
     return CheckItem(spec.check, cb.name, "baseline", "pass", float(new), bound, float(old), message, None, spec.percent)
@@ -433,6 +384,7 @@ def evaluate(
         items += _baseline_items(report, baseline, max_regression, ctx)
     if strict:
         items = [_strict(i) for i in items]
+    items = [replace(i, direction=_SPECS[i.check].direction) if i.check in _SPECS else i for i in items]
     return CheckResult(items, thresholds, threshold_source, strict,
                        None if baseline is None else (baseline_source or "baseline"),
                        None if baseline is None else max_regression)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from vqdoctor import __version__, stages
-from vqdoctor.codebooks.model import Codebook, Discovery, Stack
 from vqdoctor.core.chain import LevelOutput, prepare_stack, run_stack, stack_input_dim
+from vqdoctor.core.codebook import Codebook, Discovery, Stack
 from vqdoctor.core.collapse import DeadCodeParking, embeddings_collapse, tokens_collapse
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.gathered import Gathered
@@ -61,6 +61,7 @@ class _Modes:
         batch's samples in increasing sample order (one row per distinct ``sample``)."""
         if self.per_sample is not None:  # index on the host: never ship all N labels per batch
             return torch.from_numpy(self.per_sample[sample.cpu().numpy()]).to(x.device)
+        assert self.model is not None  # modes are labels (per_sample) or a fitted model
         if self.on_inputs:
             assert inputs is not None
             _, local = torch.unique(sample, return_inverse=True)
@@ -92,7 +93,7 @@ def _decide_modes(stream: VectorStream, sub_latents: torch.Tensor, sub_inputs: t
         names = stream.label_names or [str(i) for i in range(k)]
         return _Modes(stream.mode_source or "labels", list(names), stream.labels.astype(np.int64), None, False)
     on_inputs = sub_inputs is not None
-    basis = sub_inputs if on_inputs else sub_latents
+    basis = sub_inputs if sub_inputs is not None else sub_latents
     where = "inputs" if on_inputs else "latents"
     model = stream.mode_cache.get(where) if stream.mode_cache is not None else None
     if model is None:
@@ -152,6 +153,7 @@ def _embeddings(g: Gathered, options: AnalysisOptions) -> tuple[EmbeddingsCollap
     how = ("one latent vector per item" if positions == 1
            else f"each item's latent map ({positions} positions x {dim} channels) flattened into one row, like its input"
            + (f" (seeded {SKETCH_DIM}-d random projection)" if positions * dim > SKETCH_DIM else ""))
+    assert g.sub_modes is not None  # the report asks for this section only with modes
     modes = _modes_of_samples(samples, g.sub_sample, g.sub_modes)
     inputs_for = None
     if g.sub_inputs is not None:
@@ -206,7 +208,7 @@ def gather(
             for lo in run_stack(stack, x, budget_bytes=budget, prepared=ready):
                 m = batch_modes[lo.rows] if batch_modes is not None else None
                 stats[lo.codebook.name].update(lo.idx, lo.sq_err, lo.vectors, m)
-                if parking is not None:
+                if parking is not None and m is not None:  # parking is kept only with modes
                     name = lo.codebook.name
                     parking[name].update(codes_of[name], stats[name].counts, lo.vectors, m, metric=lo.codebook.metric)
         if n_vectors == 0 and x.shape[0]:  # the total, in vectors: items x vectors per item of the first batch
@@ -304,7 +306,7 @@ def diagnose(
 
 def _modes_of_samples(samples: torch.Tensor, sub_sample: torch.Tensor, sub_modes: torch.Tensor) -> torch.Tensor:
     """One mode per item: the mode of its first vector (labels and input-inferred modes are per item)."""
-    first = {}
+    first: dict[int, int] = {}
     for i, s in enumerate(sub_sample.cpu().tolist()):
         first.setdefault(s, i)
     return sub_modes[[first[int(s)] for s in samples.cpu().tolist()]]
@@ -337,12 +339,15 @@ def _projection(codebooks: list[Codebook], sub_out: dict[str, LevelOutput], sub_
         codes = torch.nn.functional.normalize(codes, dim=1)
     stages.stage(f"projection ({options.projection}, {pts.shape[0]:,} points)")
     proj = project_2d(pts, codes=codes, method=options.projection, seed=options.seed)
+    assert proj is not None  # only projection "none" gives none, returned above
     inputs_xy = None
-    if one_per_sample:  # the inputs' picture, point for point (same colours)
+    if one_per_sample and sub_inputs is not None:  # the inputs' picture, point for point (same colours)
         inputs = sub_inputs.float().cpu()
         inputs = inputs if keep is None else inputs[keep]
         stages.stage(f"projection of the inputs ({options.projection}, {inputs.shape[0]:,} points)")
-        inputs_xy = project_2d(inputs, method=options.projection, seed=options.seed).points_xy.tolist()
+        proj_in = project_2d(inputs, method=options.projection, seed=options.seed)
+        assert proj_in is not None
+        inputs_xy = proj_in.points_xy.tolist()
     mode_ids = modes.tolist()
     return Projection2D(
         method=proj.method, latents=proj.points_xy.tolist(), latent_modes=mode_ids,

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from vqdoctor.core.collapse import DeadCodeParking
 from vqdoctor.core.gathered import Gathered
 from vqdoctor.core.kmeans import KMeansResult, kmeans, lloyd_step_sums, seed_kmeanspp
 from vqdoctor.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -114,7 +118,7 @@ def init(env: DistEnv, *, device: torch.device, timeout_s: float = 1800.0) -> to
         if missing:
             raise UsageError(f"RANK/WORLD_SIZE are set but {', '.join(missing)} is not: cannot join the process group.",
                              "Start vqdoctor with torchrun, which sets all of them.")
-        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+        kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend=backend_for(dev), rank=env.rank, world_size=env.world_size,
                                 timeout=timedelta(seconds=timeout_s), **kwargs)
     return dev
@@ -157,7 +161,7 @@ def _digest(g: Gathered) -> bytes:
     return h.digest()
 
 
-def reduce_gathered(g: Gathered, *, group: object = None) -> Gathered:
+def reduce_gathered(g: Gathered, *, group: ProcessGroup | None = None) -> Gathered:
     """Sum the statistics of ``g`` over the ranks (in place on its UsageStats; every rank gets
     the totals). Outside a process group returns ``g`` unchanged. Ranks that disagree on the
     codebooks, the subsample or the modes are refused (they ran on different data or options)."""
@@ -201,7 +205,7 @@ def all_reduce_sums(
     counts: torch.Tensor,  # (k,) int64
     inertia: float,
     *,
-    group: object = None,
+    group: ProcessGroup | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Sum one Lloyd step's statistics over the ranks (identity outside a process group)."""
     if not is_initialized():
@@ -220,7 +224,7 @@ def lloyd_step_sums_reduced(
     *,
     metric: str = "euclidean",
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
-    group: object = None,
+    group: ProcessGroup | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """:func:`lloyd_step_sums` over the rows of every rank: (sums (k, d) float64, counts (k,)
     int64, inertia)."""
@@ -228,7 +232,7 @@ def lloyd_step_sums_reduced(
     return all_reduce_sums(sums, counts, inertia, group=group)
 
 
-def broadcast_tensor(t: torch.Tensor, *, src: int = 0, group: object = None) -> torch.Tensor:
+def broadcast_tensor(t: torch.Tensor, *, src: int = 0, group: ProcessGroup | None = None) -> torch.Tensor:
     """Rank ``src``'s tensor on every rank (same shape and dtype everywhere); identity outside a group."""
     if not is_initialized():
         return t
@@ -245,7 +249,7 @@ def kmeans_distributed(
     metric: str = "euclidean",
     tol: float = 1e-4,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
-    group: object = None,
+    group: ProcessGroup | None = None,
 ) -> KMeansResult:
     """Lloyd's k-means over the rows of every rank. Every iteration all-reduces the sums,
     counts and inertia; empty clusters take the globally worst-served rows (each rank offers its
@@ -274,7 +278,7 @@ def kmeans_distributed(
 
 
 def _update_reduced(sums: torch.Tensor, counts: torch.Tensor, old: torch.Tensor, x: torch.Tensor, *, metric: str,
-                    budget_bytes: int, group: object) -> torch.Tensor:
+                    budget_bytes: int, group: ProcessGroup | None) -> torch.Tensor:
     live = counts > 0
     centroids = old.clone()
     centroids[live] = (sums[live] / counts[live].unsqueeze(1).to(torch.float64)).to(old.dtype)

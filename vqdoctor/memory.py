@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from vqdoctor import api
-from vqdoctor.codebooks.model import Discovery
+from vqdoctor.core.codebook import Discovery
 from vqdoctor.diagnose import diagnose
 from vqdoctor.errors import UsageError
 from vqdoctor.io.checkpoint_types import Checkpoint

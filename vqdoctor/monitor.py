@@ -44,9 +44,9 @@ from typing import Any
 import torch
 
 from vqdoctor import __version__
-from vqdoctor.codebooks.model import Codebook, Discovery, Stack
 from vqdoctor.codebooks.registry import find_codebooks, select
 from vqdoctor.core.chain import run_stack, stack_input_dim
+from vqdoctor.core.codebook import Codebook, Discovery, Stack
 from vqdoctor.core.ema import ema_metrics
 from vqdoctor.core.geometry import geometry_metrics, w_metrics
 from vqdoctor.core.usage import UsageStats

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from vqdoctor import __version__
 from vqdoctor.core.collapse import tokens_collapse
+from vqdoctor.core.gathered import Statistics
 from vqdoctor.diagnose import _embeddings
 from vqdoctor.errors import DataError
-from vqdoctor.io.stats_file import Statistics
 from vqdoctor.remedies import RemedyContext
 from vqdoctor.report.schema import MODE_COUNTS_MAX_CELLS, CodebookReport, DataInfo, Report
 from vqdoctor.verdicts import codebook_verdicts, diagnosis, embeddings_verdicts

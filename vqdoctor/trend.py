@@ -21,9 +21,8 @@ from __future__ import annotations
 import glob as globlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from vqdoctor import api
 from vqdoctor.codebooks.detectors._util import natural_key
@@ -35,8 +34,8 @@ from vqdoctor.io.data import InputSource, LatentSource, open_inputs, open_latent
 from vqdoctor.io.safe_pickle import safe_torch_load
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import Report
+from vqdoctor.report.trend_result import Trend, TrendPoint, TrendRow, TrendVerdict
 
-SCHEMA = "vqdoctor.trend/1"
 CHECKPOINT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 STEP_KEYS = ("global_step", "step")
 _STEP_IN_NAME = re.compile(r"step[=_\-]?(\d+)", re.IGNORECASE)
@@ -60,75 +59,6 @@ LABELS = {
     "w_rank": "W rank", "w_effective_rank": "W effective rank", "effective_rank": "codebook effective rank",
     "dead_fraction": "share of dead codes", "allocation_tv": "allocation TV",
 }
-
-
-@dataclass(frozen=True)
-class TrendRow:
-    """One codebook at one step. ``None``: does not apply (no data, no W, no EMA buffer, one mode)."""
-
-    step: int
-    checkpoint: str
-    codebook: str
-    size: int
-    vectors: int | None
-    utilization: float | None
-    perplexity: float | None
-    dead_codes: int | None
-    dead_fraction: float | None
-    quantization_mse: float | None
-    ema_dead_codes: int | None
-    ema_perplexity: float | None
-    numerical_rank: int
-    effective_rank: float
-    w_rank: int | None
-    w_effective_rank: float | None
-    allocation_tv: float | None
-
-
-@dataclass(frozen=True)
-class TrendVerdict:
-    codebook: str
-    metric: str
-    status: str  # "warn" | "fail"
-    value: float  # relative fall (up metrics) or absolute rise (down metrics)
-    threshold: float
-    step: int  # the step after which it happened (the peak, or the lowest point)
-    message: str
-
-
-@dataclass(frozen=True)
-class TrendPoint:
-    step: int
-    step_source: str  # "metadata: global_step" | "file name"
-    path: str
-
-
-@dataclass(frozen=True)
-class Trend:
-    checkpoints: list[TrendPoint]
-    rows: list[TrendRow]
-    verdicts: list[TrendVerdict]
-    data: str  # where the vectors came from
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def codebooks(self) -> list[str]:
-        return list(dict.fromkeys(r.codebook for r in self.rows))
-
-    def series(self, codebook: str, metric: str) -> list[tuple[int, float]]:
-        """(step, value) of one codebook's metric, in step order, where it applies."""
-        return [(r.step, float(getattr(r, metric))) for r in self.rows
-                if r.codebook == codebook and getattr(r, metric) is not None]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "data": self.data,
-            "checkpoints": [asdict(p) for p in self.checkpoints],
-            "rows": [asdict(r) for r in self.rows],
-            "verdicts": [asdict(v) for v in self.verdicts],
-            "notes": list(self.notes),
-        }
 
 
 # ------------------------------------------------------------------------------ the run's files
@@ -190,7 +120,7 @@ def _step_in_file(path: Path, allow_globals: Sequence[str]) -> tuple[int, str] |
                 value = obj.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                     return value, f"metadata: {key}"
-                if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
+                if value is not None and hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:
                     v = value.item()
                     if isinstance(v, int) and v >= 0:
                         return v, f"metadata: {key}"
@@ -204,6 +134,7 @@ def _rows(step: int, report: Report) -> list[TrendRow]:
     out = []
     for cb in report.codebooks:
         u, e, g, w, t = cb.usage, cb.ema, cb.geometry, cb.w, cb.tokens_collapse
+        assert g is not None  # diagnose measures every codebook's geometry (only merged statistics lack it)
         out.append(TrendRow(
             step=step, checkpoint=report.checkpoint.path, codebook=cb.name, size=cb.size,
             vectors=None if u is None else u.vectors,
@@ -241,7 +172,7 @@ def trend(
     and judge the trend. ``on_checkpoint(i, n, point)`` is called before each checkpoint."""
     if data.shard is not None:
         raise UsageError("trend reads all the data for every checkpoint; --shard does not apply.")
-    files = [Path(p) for p in target] if isinstance(target, (list, tuple)) else run_checkpoints(target)
+    files = run_checkpoints(target) if isinstance(target, (str, Path)) else [Path(p) for p in target]
     points = sorted((TrendPoint(*step_of(p, allow_globals=data.allow_globals), str(p)) for p in files),
                     key=lambda pt: (pt.step, natural_key(Path(pt.path).name)))
     device = pick_device(data.device)
@@ -325,21 +256,3 @@ def trend_verdicts(t: Trend) -> list[TrendVerdict]:
             if v is not None:
                 out.append(v)
     return out
-
-
-# ------------------------------------------------------------------------------ csv
-
-
-CSV_FIELDS = tuple(TrendRow.__dataclass_fields__)
-
-
-def to_csv(t: Trend) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for r in t.rows:
-        writer.writerow(["" if getattr(r, f) is None else getattr(r, f) for f in CSV_FIELDS])
-    return buf.getvalue()

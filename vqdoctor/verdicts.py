@@ -16,6 +16,7 @@ from vqdoctor.core.expect import vectors_needed
 from vqdoctor.core.results import EmbeddingsCollapse, TokensCollapse
 from vqdoctor.remedies import RemedyContext, fix_remedy
 from vqdoctor.report.schema import CodebookReport, Finding, Report, Status, Verdict
+from vqdoctor.report.text import fmt_value
 
 Direction = Literal["min", "max"]  # "min": the value must stay above the bounds; "max": below
 
@@ -172,10 +173,6 @@ def status_of(value: float, *, direction: Direction, warn: float | None, fail: f
     return "ok", warn if warn is not None else fail
 
 
-def _fmt(value: float, percent: bool) -> str:
-    return f"{value:.1%}" if percent else f"{value:.3g}"
-
-
 def integer_bound(bound: float, direction: Direction) -> float:
     """The whole number that a count compares against as it does against ``bound``: a count above
     1.5 is a count above 1 (``max``), a count below 2.5 one below 3 (``min``)."""
@@ -198,7 +195,7 @@ def judge(spec: CheckSpec, cb: CodebookReport, value: float, *, warn: float | No
         u = cb.usage
         reach = scale(cb, 1.0 if spec.direction == "min" else 0.0)
         clause = (f"; with N = {u.vectors:,} ({u.vectors_per_code:.3g} per code) a perfect codebook reaches "
-                  f"{_fmt(reach, spec.percent)}")
+                  f"{fmt_value(reach, spec.percent, digits=3)}")
     need = spec.needed(cb) if spec.needed is not None else None
     if need is not None and status == "warn":
         status = "insufficient"
@@ -221,11 +218,11 @@ def codebook_verdicts(
             bound = integer_bound(bound, spec.direction)
         relation = ">=" if spec.direction == "min" else "<="
         if status in ("ok", "insufficient"):
-            message = f"{spec.describe} is {_fmt(value, spec.percent)}{clause}"
+            message = f"{spec.describe} is {fmt_value(value, spec.percent, digits=3)}{clause}"
         else:
             message = (
-                f"{spec.describe} is {_fmt(value, spec.percent)}; "
-                f"expected {relation} {_fmt(bound, spec.percent)}{clause}"  # type: ignore[arg-type]
+                f"{spec.describe} is {fmt_value(value, spec.percent, digits=3)}; "
+                f"expected {relation} {fmt_value(bound, spec.percent, digits=3)}{clause}"  # type: ignore[arg-type]
             )
             if spec.check == "starved_modes" and cb.tokens_collapse is not None:
                 names = [m.label for m in cb.tokens_collapse.per_mode if m.mode in cb.tokens_collapse.starved_modes]

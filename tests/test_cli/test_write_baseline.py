@@ -18,7 +18,7 @@ import vqdoctor.api  # noqa: E402
 import vqdoctor.cli.check_cmd  # noqa: E402,F401  (registers the command)
 from vqdoctor.cli.app import app  # noqa: E402
 from vqdoctor.io.atomic import TMP_PREFIX  # noqa: E402
-from vqdoctor.io.baseline import load_baseline  # noqa: E402
+from vqdoctor.report.baseline import load_baseline  # noqa: E402
 
 runner = CliRunner()
 

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from vqdoctor import api
 from vqdoctor.cli.app import app
 from vqdoctor.cli.common import parse_shard
+from vqdoctor.core.gathered import merge_stats
 from vqdoctor.errors import InputFileError, UsageError
-from vqdoctor.io.stats_file import load_stats, merge_stats, save_stats
+from vqdoctor.io.stats_file import load_stats, save_stats
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.json_out import report_to_dict
 

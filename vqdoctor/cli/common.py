@@ -39,7 +39,7 @@ AllowGlobalOpt = Annotated[Optional[list[str]], typer.Option("--allow-global", h
 NestingOpt = Annotated[Optional[str], typer.Option("--nesting", help="Which nested state dict of a pickle to read, e.g. 'ema' or 'a/b' ('' = top level).", rich_help_panel="Checkpoint")]
 MetricOpt = Annotated[str, typer.Option("--metric", help="How codes are compared: auto (from the layout, its config and the codes; `vqdoctor ls` shows the evidence), euclidean or cosine (for every codebook).", rich_help_panel="Checkpoint")]
 CodebookOpt = Annotated[Optional[str], typer.Option("--codebook", help="Glob over codebook names or keys, overriding the search.", rich_help_panel="Checkpoint")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Run")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N (one GPU of several).", rich_help_panel="Run")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Vectors (or inputs) per batch.", rich_help_panel="Run")]
 MaxVectorsOpt = Annotated[Optional[int], typer.Option("--max-vectors", help="Stop after this many vectors.", rich_help_panel="Run")]
 MinCountOpt = Annotated[int, typer.Option("--min-count", help="A code used fewer times than this is dead.", rich_help_panel="Analysis")]

@@ -8,7 +8,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import typer
 
@@ -47,6 +47,12 @@ def internal_error_text(err: BaseException, command: str) -> str:
         f"internal error in vqdoctor {command} ({what}).",
         hint=f"This is a bug in vqdoctor, not a result; rerun with {DEBUG_ENV}=1 for the traceback and report it.",
     ))
+
+
+@overload
+def translate_errors(fn: F, *, internal_exit: int | None = None) -> F: ...
+@overload
+def translate_errors(fn: None = None, *, internal_exit: int | None = None) -> Callable[[F], F]: ...
 
 
 def translate_errors(fn: F | None = None, *, internal_exit: int | None = None) -> F | Callable[[F], F]:

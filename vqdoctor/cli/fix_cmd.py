@@ -1,15 +1,10 @@
-"""`vqdoctor fix kmeans|revive|simvq`: repair a checkpoint, write a new file, show before/after.
-
-The commands parse options into a fix value (:mod:`vqdoctor.fixes.values`), call
-:func:`vqdoctor.api.fix_checkpoint` with it, and render the outcome
-(:func:`vqdoctor.report.fix_result.render_fix`: the before/after table from the two reports; the
-after-report is measured on the written file: vqdoctor/repair.py). Exit codes: 0 written; 1 the verified after-state is worse than the
-before-state and nothing was written (``--force`` writes it and exits 0); 2 usage or input error."""
+"""`vqdoctor fix kmeans|revive|simvq`: options -> a fix value (:mod:`vqdoctor.fixes.values`) ->
+:func:`vqdoctor.api.fix_checkpoint` -> the outcome rendered (:mod:`vqdoctor.report.fix_result`). Exit codes:
+0 written; 1 the verified after-state is worse and nothing was written (``--force`` writes it); 2 usage or input error."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -20,7 +15,6 @@ from vqdoctor.cli.errors import translate_errors
 from vqdoctor.options import AnalysisOptions, DataOptions
 
 if TYPE_CHECKING:  # the commands import these when they run (start-up stays light)
-
     from vqdoctor.fixes import Fix
 
 FIX_HELP = "Repair a checkpoint: k-means re-init, revive dead codes, convert to SimVQ. Writes a new file."
@@ -40,7 +34,8 @@ def _run(checkpoint: Path, fix: Fix, *, out: Path | None, in_place: bool, data: 
     from vqdoctor import api
     from vqdoctor.cli.paths import check_outputs
     from vqdoctor.cli.progress import lloyd_progress, stage_progress
-    from vqdoctor.report.fix_result import render_fix
+    from vqdoctor.report.fix_result import fix_json, render_fix
+    from vqdoctor.report.json_out import write_text
 
     if not in_place:
         check_outputs(("--out", out))
@@ -52,7 +47,7 @@ def _run(checkpoint: Path, fix: Fix, *, out: Path | None, in_place: bool, data: 
     if not api.is_main_process():  # under torchrun only rank 0 wrote the file and reports it
         return
     if as_json:
-        print(json.dumps(outcome.to_dict(), indent=2))
+        write_text(fix_json(outcome), "-")
     else:
         render_fix(outcome, Console(), err)
     if outcome.path is None:

@@ -58,8 +58,8 @@ def inspect_command(
     check_verbosity(verbose, quiet)
     check_range("--dpi", dpi)
     default = checkpoint is None
-    path = _shown(sample_path(DEFAULT_SAMPLE)) if default else checkpoint
-    shipped = None if default else shipped_sample_for(checkpoint)
+    path = _shown(sample_path(DEFAULT_SAMPLE)) if checkpoint is None else checkpoint
+    shipped = None if checkpoint is None else shipped_sample_for(checkpoint)
     check_outputs(("--json", json_out), ("--html", html), ("--plots", plots), ("--save-stats", save_stats))
     err = Console(stderr=True)
     if default:

@@ -31,8 +31,9 @@ def trend_command(
     from rich.console import Console
 
     from vqdoctor.cli.paths import check_outputs
-    from vqdoctor.report.trend_out import render_trend, save_trend_plot, trend_json, write_text
-    from vqdoctor.trend import to_csv, trend
+    from vqdoctor.report.json_out import write_text
+    from vqdoctor.report.trend_out import render_trend, save_trend_plot, to_csv, trend_json
+    from vqdoctor.trend import trend
 
     if json_out == "-" and csv_out == "-":
         raise UsageError("--json - and --csv - cannot both go to stdout.", "Write one of them to a file.")

@@ -1,5 +1,5 @@
 """Codebook discovery: the value objects and :func:`find_codebooks` (re-exports, loaded on first
-use so that ``import vqdoctor.codebooks.model`` or the command line does not load every detector)."""
+use so that ``import vqdoctor.core.codebook`` or the command line does not load every detector)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vqdoctor.codebooks.model import Codebook, CodebookFree, Discovery, EmaState, Linear, Stack
     from vqdoctor.codebooks.registry import (
         DETECTORS,
         METRICS,
@@ -17,9 +16,10 @@ if TYPE_CHECKING:
         override_metric,
         select,
     )
+    from vqdoctor.core.codebook import Codebook, CodebookFree, Discovery, EmaState, Linear, Stack
 
 _EXPORTS = {
-    **dict.fromkeys(("Codebook", "CodebookFree", "Discovery", "EmaState", "Linear", "Stack"), "vqdoctor.codebooks.model"),
+    **dict.fromkeys(("Codebook", "CodebookFree", "Discovery", "EmaState", "Linear", "Stack"), "vqdoctor.core.codebook"),
     **dict.fromkeys(("DETECTORS", "METRICS", "config_from_metadata", "find_codebooks", "no_codebook_error",
                      "override_metric", "select"), "vqdoctor.codebooks.registry"),
 }

@@ -17,7 +17,7 @@ from vqdoctor.codebooks.detectors import dac, ema, free, moshi, normema, plain, 
 from vqdoctor.codebooks.detectors._metric import WARNINGS, from_codes
 from vqdoctor.codebooks.detectors._util import natural_key
 from vqdoctor.codebooks.detectors.base import Detector
-from vqdoctor.codebooks.model import Codebook, Discovery, Stack
+from vqdoctor.core.codebook import Codebook, Discovery, Stack
 from vqdoctor.errors import CodebookNotFoundError, UsageError
 from vqdoctor.io.store import TensorStore
 from vqdoctor.options import METRICS

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from vqdoctor.core.assign import PreparedCodes, nearest_codes, prepare_codes
+from vqdoctor.core.codebook import Codebook, Stack
 from vqdoctor.errors import DataError
-
-if TYPE_CHECKING:  # value types only; importing the codebooks package loads its detectors
-    from vqdoctor.codebooks.model import Codebook, Stack
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,8 @@ def run_stack(
                     return outputs
                 continue
             vecs, vrows, sl = _head_vectors(cb, v, rows)
-            codes = prepared[i] if prepared is not None and prepared[i] is not None else cb.codes
+            ready = prepared[i] if prepared is not None else None
+            codes = ready if ready is not None else cb.codes
             idx, sq = nearest_codes(vecs, codes, metric=cb.metric, budget_bytes=budget_bytes)
             outputs.append(LevelOutput(cb, vecs, idx, sq, vrows))
             if code_space is not None:

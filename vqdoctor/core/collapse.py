@@ -16,6 +16,7 @@ import torch
 
 from vqdoctor.core.assign import nearest_codes
 from vqdoctor.core.expect import vectors_needed
+from vqdoctor.core.finite import require_finite
 from vqdoctor.core.modes import count_modes
 from vqdoctor.core.results import EmbeddingsCollapse, MergedPair, ModeShare, TokensCollapse
 from vqdoctor.core.subsample import stratified_indices
@@ -290,8 +291,7 @@ def embeddings_collapse(
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:  # (m, f) -> (m, f) float32, z-scored
     x = x.detach().to("cpu", torch.float32)
-    if not bool(torch.isfinite(x).all()):
-        raise DataError("latents or inputs contain NaN or Inf")
+    require_finite(x, "the latents or inputs")
     std = x.std(0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))
     return (x - x.mean(0)) / std

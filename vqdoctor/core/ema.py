@@ -11,15 +11,12 @@ a code is dead when ``u_k < relative_factor * sum(u) / K`` (Moshi's ``threshold_
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
+from vqdoctor.core.codebook import EmaState
 from vqdoctor.core.results import EmaMetrics
 from vqdoctor.errors import DataError, UsageError
-
-if TYPE_CHECKING:  # value types only; importing the codebooks package loads its detectors
-    from vqdoctor.codebooks.model import EmaState
 
 
 def ema_metrics(

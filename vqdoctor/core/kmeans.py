@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
+from vqdoctor.core.finite import require_finite
 from vqdoctor.errors import DataError, UsageError
 
 METRICS = ("euclidean", "cosine")
@@ -244,9 +245,7 @@ def _validate(x: torch.Tensor, k: int, *, iters: int, metric: str, init: str, to
     if init not in INITS:
         raise UsageError(f"unknown k-means init {init!r}; expected one of {', '.join(INITS)}")
     x = x.detach().to(torch.float32)
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
-        raise DataError(f"k-means input has {bad} rows with NaN or Inf", "Clean or drop those vectors.")
+    require_finite(x, "the k-means input")
     return x.contiguous()
 
 

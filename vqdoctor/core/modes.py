@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vqdoctor.core.finite import require_finite
 from vqdoctor.core.subsample import stratified_indices
 from vqdoctor.errors import DataError, UsageError
 
@@ -93,8 +94,7 @@ def fit_modes(
         raise DataError(f"modes need a non-empty (n, features) array, got shape {tuple(x.shape)}")
     if max_modes < 1:
         raise UsageError(f"max_modes must be >= 1, got {max_modes}")
-    if not bool(torch.isfinite(x).all()):
-        raise DataError("the vectors to cluster into modes contain NaN or Inf")
+    require_finite(x, "the vectors to cluster into modes")
     rows = stratified_indices(x.shape[0], sample_size, seed=seed)
     xs = x[torch.from_numpy(rows)].detach().to("cpu", torch.float64).numpy()  # (m, f)
     center = xs.mean(0)

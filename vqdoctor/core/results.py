@@ -116,3 +116,13 @@ class EmbeddingsCollapse:
     merged_pairs: list[MergedPair]
     subsample: int  # points used
     comparison: str | None = None  # how latents and inputs were compared, e.g. "one latent vector per item"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Which checkpoint a report or a statistics file is of (``vqdoctor.report.schema`` re-exports it)."""
+
+    path: str
+    format: str
+    nesting: str
+    fingerprint: str  # sha256 of the file (or of the folder's files)

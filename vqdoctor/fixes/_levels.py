@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook, Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES
 from vqdoctor.core.chain import LevelOutput, run_stack
+from vqdoctor.core.codebook import Codebook, Stack
+from vqdoctor.core.finite import require_finite
 from vqdoctor.errors import DataError
 
 # fit(codebook, its level output) -> the codebook with its new codes (or the same one)
@@ -38,9 +39,7 @@ def gather_latents(latents: torch.Tensor | Iterable[torch.Tensor], *, max_vector
     if x.shape[0] == 0:
         raise DataError("no latents were given (N=0)")
     x = x.detach().to(torch.float32)
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
-        raise DataError(f"latents have {bad} rows with NaN or Inf", "Clean or drop those vectors.")
+    require_finite(x, "the latents")
     return x
 
 

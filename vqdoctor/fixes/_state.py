@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 
 FLOOR_SHARE = 0.2  # a new code's EMA count is at least this fraction of the uniform share
 

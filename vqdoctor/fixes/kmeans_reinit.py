@@ -24,9 +24,9 @@ from typing import Literal, Protocol
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook, Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
 from vqdoctor.core.chain import LevelOutput
+from vqdoctor.core.codebook import Codebook, Stack
 from vqdoctor.core.kmeans import KMeansResult, kmeans
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._levels import gather_latents, refit_stack

@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook, Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES, nearest_codes
 from vqdoctor.core.chain import LevelOutput
+from vqdoctor.core.codebook import Codebook, Stack
 from vqdoctor.core.kmeans import LloydProgress, kmeans_extend
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._levels import gather_latents, refit_stack

@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._separate import min_separation, too_close
 from vqdoctor.fixes._state import FixResult
@@ -133,7 +133,7 @@ def to_simvq(
 
 def _table_dtype(state: Mapping[str, torch.Tensor], cb: Codebook) -> torch.dtype:
     key = cb.keys.get("codes") or cb.keys.get("embed_sum")
-    t = state[key] if key in state else None
+    t = state[key] if key is not None and key in state else None
     return t.dtype if t is not None and t.is_floating_point() else torch.float32
 
 

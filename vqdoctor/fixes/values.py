@@ -24,8 +24,8 @@ from typing import ClassVar, Literal, Protocol
 import torch
 
 from vqdoctor import distributed
-from vqdoctor.codebooks.model import Stack
 from vqdoctor.core.assign import DEFAULT_BUDGET_BYTES
+from vqdoctor.core.codebook import Stack
 from vqdoctor.core.kmeans import LloydProgress, kmeans
 from vqdoctor.errors import UsageError
 from vqdoctor.fixes._state import FixResult

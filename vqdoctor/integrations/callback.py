@@ -111,7 +111,7 @@ class VqdoctorCallbackLogic:
 
     def _write(self, logger: Any, result: MonitorCheck, step: int) -> None:
         writer = getattr(logger, "experiment", None)  # a SummaryWriter for TensorBoardLogger
-        if hasattr(writer, "add_histogram_raw") and hasattr(writer, "add_scalar"):
+        if writer is not None and hasattr(writer, "add_histogram_raw") and hasattr(writer, "add_scalar"):
             from vqdoctor.integrations.tensorboard import log_to_tensorboard
 
             log_to_tensorboard(writer, result.report, step, prefix=self.prefix, histograms=self.histograms)

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vqdoctor.core.finite import require_finite
 from vqdoctor.errors import DataError, InputFileError, UsageError
 from vqdoctor.io.headers import open_npy
 from vqdoctor.io.manifest import MANIFEST_SUFFIXES, label_values, read_manifest
@@ -246,17 +247,6 @@ def _ordered_gather(rows: _Rows, idx: np.ndarray) -> torch.Tensor:
     return rows.gather(unique)[torch.from_numpy(inverse.reshape(-1).astype(np.int64))]
 
 
-def _check_finite(path: Path, x: torch.Tensor, first_row: int, what: str) -> None:
-    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.numel() else None
-    if finite is not None and not bool(finite.all()):
-        row = first_row + int((~finite).nonzero()[0, 0])
-        raise DataError(
-            f"{path} holds NaN or Inf values; the first is in {what} {row}.",
-            hint="Remove or repair those rows (e.g. numpy.nan_to_num), or check the encoder that "
-            "produced them.",
-        )
-
-
 class LatentSource:
     """Vectors that reach the quantizer, streamed from a file. ``n_samples`` samples, each of
     ``positions`` vectors of dimension ``dim`` (``n_vectors = n_samples * positions``)."""
@@ -300,7 +290,7 @@ class LatentSource:
             s1 = min(stop, s0 + per_read)
             vectors = self._vectors(self._rows.read(s0, s1))
             samples = torch.arange(s0, s1, dtype=torch.int64).repeat_interleave(self.positions)
-            _check_finite(self.path, vectors, s0 * self.positions, "vector")
+            require_finite(vectors, str(self.path), row="vector", first_row=s0 * self.positions)
             for b0 in range(0, vectors.shape[0], batch_size):
                 if left <= 0:
                     return
@@ -314,7 +304,7 @@ class LatentSource:
         idx = _check_indices(sample_indices, self.n_samples, "sample")
         vectors = self._vectors(_ordered_gather(self._rows, idx))
         samples = torch.from_numpy(idx).repeat_interleave(self.positions)
-        _check_finite(self.path, vectors, 0, "selected vector")
+        require_finite(vectors, str(self.path), row="selected vector")
         return vectors, samples
 
 
@@ -341,14 +331,14 @@ class InputSource:
         for i0 in range(start, stop, batch_size):
             i1 = min(stop, i0 + batch_size)
             x = self._rows.read(i0, i1)
-            _check_finite(self.path, x, i0, "item")
+            require_finite(x, str(self.path), row="item", first_row=i0)
             yield x, torch.arange(i0, i1, dtype=torch.int64)
 
     def take(self, indices: np.ndarray | Sequence[int]) -> torch.Tensor:
         """The given items, in the given order: ``(m, *sample_shape)`` float32."""
         idx = _check_indices(indices, self.n, "item")
         x = _ordered_gather(self._rows, idx)
-        _check_finite(self.path, x, 0, "selected item")
+        require_finite(x, str(self.path), row="selected item")
         return x
 
 

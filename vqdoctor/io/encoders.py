@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +59,7 @@ class Encoder:
     notes: tuple[str, ...] = ()
 
 
-def _runner(module: Callable[[Tensor], object], device: torch.device, pick: Callable[[object], Tensor]):
+def _runner(module: Callable[[Tensor], Any], device: torch.device, pick: Callable[[Any], Tensor]) -> Callable[[Tensor], Tensor]:
     def fn(x: Tensor) -> Tensor:
         with torch.inference_mode():
             return pick(module(x.to(device)))
@@ -102,7 +103,7 @@ def encoder_from_metadata(ckpt: Checkpoint, *, device: torch.device) -> Encoder 
             f"encoder described by the checkpoint's metadata: MLP {arch.in_dim} -> "
             f"{arch.hidden} x{arch.layers - 1} -> {arch.latent_dim} ({prefix}*)"
         ),
-        fn=_runner(module, device, lambda out: out),  # type: ignore[arg-type]
+        fn=_runner(module, device, lambda out: out),
         channel_axis=-1,
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vqdoctor.core.gathered import CodebookIdentity
 from vqdoctor.errors import InputFileError
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -94,8 +95,6 @@ class _Checker:
 def validate_stats(path: Path, meta: Any, tensors: Mapping[str, torch.Tensor], *, schema: str,
                    usage_format: str, option_names: tuple[str, ...]) -> None:
     """Raise :class:`InputFileError` for the first problem of the file at ``path``."""
-    from vqdoctor.io.stats_file import CodebookIdentity
-
     c = _Checker(path)
     meta = c.obj(meta, "the metadata")
     if meta.get("schema") != schema:

@@ -1,4 +1,4 @@
-"""Statistics of one shard (or of everything) in a file, and merging such files.
+"""Statistics of one shard (or of everything) in a file: :func:`save_stats` and :func:`load_stats`.
 
 ``vqdoctor inspect --shard i/n --save-stats FILE`` writes what :func:`vqdoctor.diagnose.gather`
 collected on one slice of the data; ``vqdoctor merge FILE...`` adds the files up and builds the
@@ -21,7 +21,8 @@ it was loaded), the identity of every codebook (name, layout, kind, metric, size
 and notes, the subsample's mode names / source, and per codebook the scalar part of
 :meth:`UsageStats.to_dict` (its arrays are the tensors above).
 
-Files merge only when they describe the same thing: same checkpoint fingerprint, same codebooks
+What may be merged is decided beside the statistics themselves
+(:func:`vqdoctor.core.gathered.merge_stats`): files merge only when they describe the same thing: same checkpoint fingerprint, same codebooks
 (same codes), same options that shape the result (seed, subsample size, min-count, projection,
 codebook filter, kept counts), the same subsample (so the same data), the same number of
 shards and no shard twice. Anything else is refused with a message naming what differs.
@@ -31,80 +32,27 @@ order.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vqdoctor.codebooks.model import Codebook, Discovery
 from vqdoctor.core.collapse import DeadCodeParking
-from vqdoctor.core.gathered import Gathered
+from vqdoctor.core.gathered import CodebookIdentity, Gathered, Statistics
+from vqdoctor.core.results import CheckpointInfo
 from vqdoctor.core.usage import FORMAT as USAGE_FORMAT
 from vqdoctor.core.usage import UsageStats
 from vqdoctor.errors import InputFileError, UsageError
 from vqdoctor.io.atomic import atomic_path
 from vqdoctor.io.stats_checks import validate_stats
 from vqdoctor.options import AnalysisOptions
-from vqdoctor.report.schema import CheckpointInfo
 
 SCHEMA = "vqdoctor.stats/1"
 META_KEY = "vqdoctor.stats"
-# Options that change the report: statistics gathered with different values cannot be merged.
-MUST_AGREE = ("codebook", "min_count", "subsample", "projection", "seed", "keep_counts")
 _ARRAYS = ("counts", "sq_err_sum", "x_sum", "x_sq_sum", "mode_counts")
-
-
-@dataclass(frozen=True)
-class CodebookIdentity:
-    """What makes two codebooks the same for merging: their place and their codes."""
-
-    name: str
-    layout: str
-    kind: str
-    metric: str
-    size: int
-    dim: int
-    level: int
-    codes_sha256: str
-
-    @classmethod
-    def of(cls, cb: Codebook) -> CodebookIdentity:
-        codes = cb.codes.detach().to(device="cpu", dtype=torch.float32).contiguous()
-        digest = hashlib.sha256(codes.numpy().tobytes()).hexdigest()
-        return cls(name=cb.name, layout=cb.layout, kind=cb.kind, metric=cb.metric, size=cb.size,
-                   dim=cb.dim, level=cb.level, codes_sha256=digest)
-
-
-def identities(discovery: Discovery) -> tuple[CodebookIdentity, ...]:
-    return tuple(CodebookIdentity.of(cb) for cb in discovery.codebooks)
-
-
-@dataclass(frozen=True)
-class Statistics:
-    """The statistics of some shards of the data, with everything needed to check that they
-    can be merged and to rebuild the report (the checkpoint is re-loaded for its codebooks)."""
-
-    checkpoint: CheckpointInfo
-    codebooks: tuple[CodebookIdentity, ...]
-    options: AnalysisOptions
-    gathered: Gathered
-    shards: tuple[int, ...] = (0,)  # which slices of the data these statistics cover ...
-    shard_count: int = 1  # ... out of this many
-    nesting: str | None = None  # the --nesting it was gathered with (a record; never used to load)
-
-    @property
-    def complete(self) -> bool:
-        return self.shards == tuple(range(self.shard_count))
-
-    def describe_shards(self) -> str:
-        if self.shard_count == 1:
-            return "all the data"
-        return f"shard{'s' if len(self.shards) > 1 else ''} {', '.join(map(str, self.shards))} of {self.shard_count}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,110 +171,4 @@ def load_stats(path: str | Path) -> Statistics:
     )
 
 
-# --------------------------------------------------------------------------------------------
-# merging
-
-
-def _short(h: str) -> str:
-    return h[:12] if h else "(none)"
-
-
-def _sub_digest(g: Gathered) -> str:
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(g.sub_idx, dtype=np.int64).tobytes())
-    h.update(g.sub_latents.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def check_mergeable(a: Statistics, b: Statistics, *, names: tuple[str, str] = ("the first file", "another file")) -> None:
-    """Raise :class:`UsageError` naming the first thing that differs between ``a`` and ``b``."""
-    na, nb = names
-    hint = "Merge only statistics written by inspect with the same checkpoint, codebooks, options and data."
-    if a.checkpoint.fingerprint != b.checkpoint.fingerprint:
-        raise UsageError(
-            f"Cannot merge statistics of different checkpoints: {na} is of {a.checkpoint.path} "
-            f"(sha256 {_short(a.checkpoint.fingerprint)}), {nb} of {b.checkpoint.path} "
-            f"(sha256 {_short(b.checkpoint.fingerprint)}).", hint)
-    ia, ib = {c.name: c for c in a.codebooks}, {c.name: c for c in b.codebooks}
-    if set(ia) != set(ib):
-        only_a, only_b = sorted(set(ia) - set(ib)), sorted(set(ib) - set(ia))
-        raise UsageError(
-            f"Cannot merge statistics of different codebooks: only {na} has {only_a or 'none'}, "
-            f"only {nb} has {only_b or 'none'}.", "Use the same --codebook filter for every shard.")
-    for name, ca in ia.items():
-        cb = ib[name]
-        for f in fields(CodebookIdentity):
-            va, vb = getattr(ca, f.name), getattr(cb, f.name)
-            if va != vb:
-                what = "codes (sha256)" if f.name == "codes_sha256" else f.name
-                raise UsageError(
-                    f"Cannot merge statistics of different codebooks: codebook {name!r} has {what} "
-                    f"{_short(va) if f.name == 'codes_sha256' else va} in {na} but "
-                    f"{_short(vb) if f.name == 'codes_sha256' else vb} in {nb}.", hint)
-    for opt in MUST_AGREE:
-        va, vb = getattr(a.options, opt), getattr(b.options, opt)
-        if va != vb:
-            flag = "--" + opt.replace("_", "-")
-            raise UsageError(
-                f"Cannot merge statistics gathered with different options: {flag} is {va!r} in {na} "
-                f"but {vb!r} in {nb}.", "Gather every shard with the same analysis options.")
-    if a.shard_count != b.shard_count:
-        raise UsageError(
-            f"Cannot merge statistics of different shardings: {na} covers {a.describe_shards()}, "
-            f"{nb} covers {b.describe_shards()}.", "Split the data the same way (--shard i/n with one n) for every file.")
-    twice = sorted(set(a.shards) & set(b.shards))
-    if twice:
-        raise UsageError(
-            f"Cannot merge: shard {twice[0]} of {a.shard_count} is in both {na} and {nb}; it would be counted twice.",
-            "Pass each shard's file once.")
-    ga, gb = a.gathered, b.gathered
-    if (ga.mode_names, ga.mode_source) != (gb.mode_names, gb.mode_source) or _sub_digest(ga) != _sub_digest(gb):
-        raise UsageError(
-            f"Cannot merge statistics of different data: {na} ({ga.description}) and {nb} ({gb.description}) "
-            "drew different subsamples or modes.", "Run every shard on the same data file with the same --labels.")
-
-
-def merge_stats(parts: Sequence[Statistics], *, names: Sequence[str] | None = None) -> Statistics:
-    """Add up the statistics of several shards (checked with :func:`check_mergeable`). The
-    parts are summed in shard order, so the result does not depend on the order given."""
-    if not parts:
-        raise UsageError("No statistics to merge.", "Pass at least one file written by inspect --save-stats.")
-    labels = list(names) if names is not None else [f"part {i + 1}" for i in range(len(parts))]
-    for i in range(1, len(parts)):
-        check_mergeable(parts[0], parts[i], names=(labels[0], labels[i]))
-    seen: dict[int, str] = {}
-    for part, label in zip(parts, labels):
-        for s in part.shards:
-            if s in seen:
-                raise UsageError(f"Cannot merge: shard {s} of {part.shard_count} is in both {seen[s]} and {label}; "
-                                 "it would be counted twice.", "Pass each shard's file once.")
-            seen[s] = label
-    ordered = sorted(parts, key=lambda p: min(p.shards))
-    first = ordered[0]
-    gathered = first.gathered
-    for p in ordered[1:]:
-        gathered = gathered.merge(p.gathered)
-    notes = list(dict.fromkeys(n for p in ordered for n in p.gathered.notes))
-    gathered = replace(gathered, notes=notes)
-    return replace(first, gathered=gathered, shards=tuple(sorted(seen)))
-
-
-def check_codebooks(stats: Statistics, discovery: Discovery, *, checkpoint: str) -> None:
-    """The codebooks found again in the checkpoint must be those the statistics were gathered on."""
-    now = {c.name: c for c in identities(discovery)}
-    then = {c.name: c for c in stats.codebooks}
-    if set(now) != set(then):
-        raise UsageError(
-            f"The statistics were gathered on codebooks {sorted(then)} but {checkpoint} now yields {sorted(now)}.",
-            "Pass the checkpoint the statistics were made from (--checkpoint PATH).")
-    for name, c in then.items():
-        if now[name] != c:
-            raise UsageError(f"Codebook {name!r} of {checkpoint} differs from the one the statistics were gathered on.",
-                             "Pass the checkpoint the statistics were made from (--checkpoint PATH), read with "
-                             f"the same --nesting (the statistics record {stats.nesting!r}).")
-
-
-__all__ = [
-    "META_KEY", "MUST_AGREE", "SCHEMA", "CodebookIdentity", "Statistics", "check_codebooks", "check_mergeable",
-    "identities", "load_stats", "merge_stats", "save_stats",
-]
+__all__ = ["META_KEY", "SCHEMA", "load_stats", "save_stats"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vqdoctor.core.finite import require_finite
 from vqdoctor.core.modes import ModeModel
 from vqdoctor.core.sketch import SKETCH_DIM, random_projection
 from vqdoctor.errors import DataError, EncoderError, VqdoctorError
@@ -74,13 +75,6 @@ def flatten_vectors(z: torch.Tensor, channel_axis: int) -> tuple[torch.Tensor, t
     z = z.movedim(channel_axis, -1)
     positions = math.prod(z.shape[1:-1])
     return z.reshape(-1, z.shape[-1]), torch.arange(b, device=z.device).repeat_interleave(positions)
-
-
-def check_finite(x: torch.Tensor, what: str) -> None:
-    """A DataError naming the first row of ``x`` with a NaN or Inf."""
-    if not torch.isfinite(x).all():
-        row = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[0])
-        raise DataError(f"{what} contains NaN or Inf (first at row {row}).", "Check the encoder and the inputs; vqdoctor analyses finite vectors only.")
 
 
 class InputFeatures:
@@ -206,7 +200,7 @@ class EncodedBatches:
             raise EncoderError(f"The encoder ({enc.description}) returned {type(z).__name__}, not a tensor.",
                                "Pass --encode-method to pick the method or submodule that returns the latents.")
         z = z.float()
-        check_finite(z, f"The encoder's output on {self.path}")
+        require_finite(z, f"The encoder's output on {self.path}")
         vecs, local = flatten_vectors(z, self.channel_axis)
         return vecs, idx.to(vecs.device)[local]
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from vqdoctor.errors import UsageError
-from vqdoctor.io.atomic import atomic_path
+from vqdoctor.io.atomic import TMP_PREFIX, atomic_path
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.checkpoints import PICKLE_SUFFIXES, ST_DTYPE_NAMES, inside_folder, safetensors_header
 from vqdoctor.io.safe_pickle import is_zip_pickle, safe_torch_load
@@ -354,4 +354,35 @@ def _nbytes(ckpt: Checkpoint, key: str) -> int:
     return n * torch.empty(0, dtype=ckpt.state.dtype(key)).element_size()
 
 
-__all__ = ["refuse_overlap", "write_checkpoint"]
+# ------------------------------------------------------------------ verified outputs (vqdoctor fix)
+
+
+def unverified_path(target: Path) -> Path:
+    """A fresh path next to ``target`` with its suffix (the writers keep the format by suffix)."""
+    for i in range(1000):
+        cand = target.with_name(f"{TMP_PREFIX}{target.stem[:80]}-unverified-{os.getpid()}-{i}{target.suffix}")
+        if not cand.exists():
+            return cand
+    raise UsageError(f"Cannot find a free temporary name next to {target}.", f"Remove them with: vqdoctor clean {target.parent}")
+
+
+def remove_output(path: Path) -> None:
+    """Remove a file or folder output (a temporary one that was not committed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def commit_verified(ckpt: Checkpoint, tmp: Path, target: Path, *, updates: Mapping[str, torch.Tensor],
+                    remove: set[str], in_place: bool) -> Path:
+    """Put the verified output in place: a rename where nothing is in the way, else the writer
+    again (same updates, same bytes; it keeps the backup of --in-place and replaces atomically)."""
+    if not in_place and (not target.exists() or (tmp.is_file() and target.is_file())):
+        os.replace(tmp, target)  # atomic, over an existing file too
+        return target
+    remove_output(tmp)  # not left beside the output while the writer runs (it reports leftovers there)
+    return write_checkpoint(ckpt, target, updates=updates, remove=remove, in_place=in_place)
+
+
+__all__ = ["commit_verified", "refuse_overlap", "remove_output", "unverified_path", "write_checkpoint"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,11 @@ def _usage(attr: str) -> Callable[[CodebookReport], object]:
 
 def _pair(b: CodebookReport, a: CodebookReport | None, get: Callable[[CodebookReport], object], spec: str) -> str:
     return f"{_fmt(get(b), spec)} → {_fmt(get(a), spec) if a else '—'}"  # type: ignore[arg-type]
+
+
+def fix_json(outcome: FixOutcome) -> str:
+    """The ``vqdoctor.fix/1`` document (``vqdoctor fix --json``) as indented JSON text."""
+    return json.dumps(outcome.to_dict(), indent=2) + "\n"
 
 
 def render_fix(outcome: FixOutcome, console: Console, err: Console | None = None) -> None:

@@ -7,90 +7,18 @@ counts and the 2-D projection's points are bulky and left out unless ``include_c
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import numbers
 import sys
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vqdoctor.errors import InputFileError
-from vqdoctor.report.schema import SCHEMA, CodebookReport, Projection2D, Report
+from vqdoctor.io.atomic import atomic_write_bytes  # the one atomic writer (the renderers import it from here)
+from vqdoctor.report.schema import SCHEMA, Report
+from vqdoctor.report.schema import report_to_dict as report_to_dict  # defined beside Report (Report.to_dict)
 
 SCHEMA_FILE = "report.schema.json"
-
-# Top-level and per-codebook key order (the rest follow their dataclass field order).
-_CODEBOOK_KEYS = (
-    "name", "size", "dim", "level", "kind", "metric", "metric_source", "metric_evidence", "layout", "stack", "head", "keys", "note",
-    "usage", "ema", "geometry", "w", "tokens_collapse",
-)  # fmt: skip
-
-
-def _plain(value: Any) -> Any:
-    """Dataclasses, mappings, sequences and numbers -> JSON types; NaN/Inf -> None."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
-        return _plain(value.tolist())
-    raise TypeError(f"cannot write a {type(value).__name__} into the JSON report")
-
-
-def _codebook_dict(cb: CodebookReport, include_counts: bool) -> dict[str, Any]:
-    out = {key: _plain(getattr(cb, key)) for key in _CODEBOOK_KEYS}
-    if include_counts:
-        out["counts"] = _plain(cb.counts)
-    return out
-
-
-def _projection_dict(p: Projection2D | None, include_counts: bool) -> dict[str, Any] | None:
-    if p is None:
-        return None
-    out: dict[str, Any] = {
-        "method": p.method,
-        "points": len(p.latents),
-        "codes": None if p.codes is None else len(p.codes),
-        "with_inputs": p.inputs is not None,
-        "seconds": _plain(p.seconds),
-    }
-    if include_counts:
-        out["latents"] = _plain(p.latents)
-        out["latent_modes"] = _plain(p.latent_modes)
-        out["code_points"] = _plain(p.codes)
-        out["input_points"] = _plain(p.inputs)
-    return out
-
-
-def report_to_dict(report: Report, *, include_counts: bool = False) -> dict:
-    """The JSON document for ``report`` as plain dicts/lists/numbers (stable key order).
-
-    ``include_counts`` adds each codebook's per-code ``counts`` and the projection's points."""
-    return {
-        "schema": report.schema,
-        "vqdoctor_version": report.vqdoctor_version,
-        "checkpoint": _plain(report.checkpoint),
-        "data": _plain(report.data),
-        "codebooks": [_codebook_dict(cb, include_counts) for cb in report.codebooks],
-        "embeddings_collapse": _plain(report.embeddings_collapse),
-        "verdicts": [_plain(v) for v in report.verdicts],
-        "diagnosis": [_plain(f) for f in report.diagnosis],
-        "codebook_free": _plain(report.codebook_free),
-        "projection": _projection_dict(report.projection, include_counts),
-        "notes": _plain(report.notes),
-    }
 
 
 def report_to_json(report: Report, *, include_counts: bool = False) -> str:
@@ -99,22 +27,19 @@ def report_to_json(report: Report, *, include_counts: bool = False) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: the one writer of :mod:`vqdoctor.io.atomic`
-    (``.vqdoctor-tmp-`` sibling + ``os.replace``, removed on errors and SIGTERM/SIGINT)."""
-    from vqdoctor.io.atomic import atomic_write_bytes as write
-
-    write(path, data)
-
-
-def write_json(report: Report, dest: str | Path, *, include_counts: bool = False) -> None:
-    """Write the JSON report to ``dest`` (``"-"`` = stdout); file writes are atomic."""
-    text = report_to_json(report, include_counts=include_counts)
+def write_text(text: str, dest: str | Path) -> None:
+    """The one way an output document is written: ``dest`` ``"-"`` is stdout, a file is written
+    atomically (:func:`vqdoctor.io.atomic.atomic_write_bytes`)."""
     if str(dest) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def write_json(report: Report, dest: str | Path, *, include_counts: bool = False) -> None:
+    """Write the JSON report to ``dest`` (``"-"`` = stdout); file writes are atomic."""
+    write_text(report_to_json(report, include_counts=include_counts), dest)
 
 
 def load_schema() -> dict:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from vqdoctor.report.check_result import CheckResult
 from vqdoctor.report.json_out import atomic_write_bytes
-
-if TYPE_CHECKING:  # report/ renders a CheckResult without depending on the check module
-    from vqdoctor.check import CheckResult
 
 MODEL_WIDE = "(model)"
 

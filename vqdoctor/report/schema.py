@@ -3,10 +3,15 @@ plots, html) take a Report and compute nothing. ``None`` means "does not apply".
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from vqdoctor.core.results import (
+    CheckpointInfo,
     EmaMetrics,
     EmbeddingsCollapse,
     GeometryMetrics,
@@ -72,14 +77,6 @@ class CodebookReport:
 
 
 @dataclass(frozen=True)
-class CheckpointInfo:
-    path: str
-    format: str
-    nesting: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
 class DataInfo:
     source: str  # "latents: PATH" | "inputs: PATH via encoder ..." | "none (data-free analysis)"
     vectors: int | None
@@ -116,7 +113,79 @@ class Report:
     vqdoctor_version: str = ""
 
     def to_dict(self, *, include_counts: bool = False) -> dict:
-        """The ``--json`` document of this report (see :func:`vqdoctor.report.json_out.report_to_dict`)."""
-        from vqdoctor.report.json_out import report_to_dict
-
+        """The ``--json`` document of this report (see :func:`report_to_dict`)."""
         return report_to_dict(self, include_counts=include_counts)
+
+
+# ------------------------------------------------------------------ the JSON form (vqdoctor.report/1)
+
+
+# Top-level and per-codebook key order (the rest follow their dataclass field order).
+_CODEBOOK_KEYS = (
+    "name", "size", "dim", "level", "kind", "metric", "metric_source", "metric_evidence", "layout", "stack", "head", "keys", "note",
+    "usage", "ema", "geometry", "w", "tokens_collapse",
+)  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, mappings, sequences and numbers -> JSON types; NaN/Inf -> None."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return _plain(value.tolist())
+    raise TypeError(f"cannot write a {type(value).__name__} into the JSON report")
+
+
+def _codebook_dict(cb: CodebookReport, include_counts: bool) -> dict[str, Any]:
+    out = {key: _plain(getattr(cb, key)) for key in _CODEBOOK_KEYS}
+    if include_counts:
+        out["counts"] = _plain(cb.counts)
+    return out
+
+
+def _projection_dict(p: Projection2D | None, include_counts: bool) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    out: dict[str, Any] = {
+        "method": p.method,
+        "points": len(p.latents),
+        "codes": None if p.codes is None else len(p.codes),
+        "with_inputs": p.inputs is not None,
+        "seconds": _plain(p.seconds),
+    }
+    if include_counts:
+        out["latents"] = _plain(p.latents)
+        out["latent_modes"] = _plain(p.latent_modes)
+        out["code_points"] = _plain(p.codes)
+        out["input_points"] = _plain(p.inputs)
+    return out
+
+
+def report_to_dict(report: Report, *, include_counts: bool = False) -> dict:
+    """The JSON document for ``report`` as plain dicts/lists/numbers (stable key order).
+
+    ``include_counts`` adds each codebook's per-code ``counts`` and the projection's points."""
+    return {
+        "schema": report.schema,
+        "vqdoctor_version": report.vqdoctor_version,
+        "checkpoint": _plain(report.checkpoint),
+        "data": _plain(report.data),
+        "codebooks": [_codebook_dict(cb, include_counts) for cb in report.codebooks],
+        "embeddings_collapse": _plain(report.embeddings_collapse),
+        "verdicts": [_plain(v) for v in report.verdicts],
+        "diagnosis": [_plain(f) for f in report.diagnosis],
+        "codebook_free": _plain(report.codebook_free),
+        "projection": _projection_dict(report.projection, include_counts),
+        "notes": _plain(report.notes),
+    }

@@ -55,6 +55,14 @@ def fmt_pct(x: float | None) -> str:
     return s + "%"
 
 
+def fmt_value(x: float | None, percent: bool, *, digits: int = 4) -> str:
+    """A checked value as the check messages and tables write it: a share with one decimal
+    (``75.0%``), else ``digits`` significant figures; None -> '-'."""
+    if x is None:
+        return NONE
+    return f"{x:.1%}" if percent else f"{x:.{digits}g}"
+
+
 def fmt_check_value(v: Verdict, x: float | None) -> str:
     """A verdict's value or threshold as its unit reads: a percentage for a share, a whole number
     for a count."""

@@ -1,4 +1,4 @@
-"""Renderers of a :class:`vqdoctor.trend.Trend`: terminal table (rich), JSON, CSV, a plot
+"""Renderers of a :class:`~vqdoctor.report.trend_result.Trend`: terminal table (rich), JSON, CSV, a plot
 (matplotlib, metric vs step, one line per codebook). They compute nothing."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vqdoctor.report.json_out import atomic_write_bytes
+from vqdoctor.report.trend_result import Trend, TrendRow
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from rich.console import Console
 
-    from vqdoctor.trend import Trend
 
 # (row attribute, column header, format)
 COLUMNS = (
@@ -67,17 +67,6 @@ def trend_json(t: Trend) -> str:
     return json.dumps(t.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_text(text: str, dest: str | Path) -> None:
-    """``dest`` ``"-"`` is stdout; files are written atomically."""
-    if str(dest) == "-":
-        import sys
-
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    atomic_write_bytes(dest, text.encode("utf-8"))
-
-
 def plot_trend(t: Trend) -> Figure:
     """One panel per metric that applies, metric vs step, one line per codebook."""
     from matplotlib.figure import Figure
@@ -113,3 +102,18 @@ def save_trend_plot(t: Trend, path: str | Path) -> Path:
     plot_trend(t).savefig(buf, format=fmt, dpi=110)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+CSV_FIELDS = tuple(TrendRow.__dataclass_fields__)
+
+
+def to_csv(t: Trend) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in t.rows:
+        writer.writerow(["" if getattr(r, f) is None else getattr(r, f) for f in CSV_FIELDS])
+    return buf.getvalue()

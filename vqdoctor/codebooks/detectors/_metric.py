@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from vqdoctor.codebooks.detectors._util import config_values, is_zero
-from vqdoctor.codebooks.model import Metric, MetricSource
+from vqdoctor.core.codebook import Metric, MetricSource
 
 UNIT_TOL = 1e-3  # a row is unit-norm when | ||c|| - 1 | < max(UNIT_TOL, eps of the stored dtype)
 VQP_EPS = 1e-5  # vector-quantize-pytorch's default laplace-smoothing eps

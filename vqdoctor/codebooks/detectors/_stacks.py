@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from vqdoctor.codebooks.detectors._util import join, linear_keys, load_linear, natural_key, split_group
 from vqdoctor.codebooks.detectors.base import Detection
-from vqdoctor.codebooks.model import Codebook, Stack
+from vqdoctor.core.codebook import Codebook, Stack
 from vqdoctor.io.store import TensorStore
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from vqdoctor.codebooks.model import Linear
+from vqdoctor.core.codebook import Linear
 from vqdoctor.io.store import TensorStore
 
 _NUM = re.compile(r"(\d+)")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vqdoctor.codebooks.model import CodebookFree, Stack
+from vqdoctor.core.codebook import CodebookFree, Stack
 from vqdoctor.io.store import TensorStore
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import is_zero, join, keys_ending, linear_keys, load_linear, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 from vqdoctor.io.store import TensorStore
 
 

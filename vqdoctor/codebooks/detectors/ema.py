@@ -41,7 +41,7 @@ from vqdoctor.codebooks.detectors._util import (
     split_level,
 )
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook, EmaState
+from vqdoctor.core.codebook import Codebook, EmaState
 from vqdoctor.io.store import TensorStore
 
 _AFFINE = ("codebook_mean", "codebook_variance", "codebook_mean_needs_init",
@@ -93,9 +93,8 @@ def _ema_levels(
             continue
         cb = join(module, table)
         flag_key = next((join(cb, f) for f in flags if join(cb, f) in state), None)
-        size_key, avg_key = join(cb, "cluster_size"), join(cb, "embed_avg")
-        size_key = size_key if size_key in state else None
-        avg_key = avg_key if avg_key in state else None
+        size_key = join(cb, "cluster_size") if join(cb, "cluster_size") in state else None
+        avg_key = join(cb, "embed_avg") if join(cb, "embed_avg") in state else None
         if need_flag and flag_key is None:
             continue
         if ndim == 2 and flag_key is None and size_key is None and avg_key is None:

@@ -17,7 +17,7 @@ import torch
 
 from vqdoctor.codebooks.detectors._util import join, keys_ending, linear_keys, load_linear, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import CodebookFree
+from vqdoctor.core.codebook import CodebookFree
 from vqdoctor.io.store import TensorStore
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import flag, is_zero, join, keys_ending, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook, EmaState
+from vqdoctor.core.codebook import Codebook, EmaState
 from vqdoctor.io.store import TensorStore
 
 EPSILON = 1e-5  # EuclideanCodebook's default (moshi and transformers)

@@ -21,7 +21,7 @@ from vqdoctor.codebooks.detectors._metric import MetricCall, norm_evidence, unit
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import flag, is_zero, join, keys_ending, present, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook, EmaState
+from vqdoctor.core.codebook import Codebook, EmaState
 from vqdoctor.io.store import TensorStore
 
 LAYOUT = "beitv2-normema"
@@ -39,8 +39,8 @@ def norm_ema(state: TensorStore, claimed: set[str], config: Mapping[str, Any]) -
             continue
         if state.shape(sizes_key) != (shape[0],) or state.shape(avg_key) != shape:
             continue
-        usage_key = join(module, "cluster_size")
-        usage_key = usage_key if present(state, claimed, usage_key) and state.shape(usage_key) == (shape[0],) else None
+        found_usage = join(module, "cluster_size")
+        usage_key = found_usage if present(state, claimed, found_usage) and state.shape(found_usage) == (shape[0],) else None
         codes = state.float32(key)
         dtype = state.dtype(key)
         call = with_codes(MetricCall("cosine", "layout", _RULE), codes, dtype=dtype)

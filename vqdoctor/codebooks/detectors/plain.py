@@ -35,7 +35,7 @@ from vqdoctor.codebooks.detectors._util import (
     split_level,
 )
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook, EmaState
+from vqdoctor.core.codebook import Codebook, EmaState
 from vqdoctor.io.store import TensorStore
 
 _ZERO_NOTE = "All codes are zero: the codebook is not initialised (or was zeroed)."

@@ -14,7 +14,7 @@ from typing import Any
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import config_values, join, keys_ending, present
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 from vqdoctor.io.store import TensorStore
 
 _DEFAULT_GROUPS = 2  # Wav2Vec2Config.num_codevector_groups

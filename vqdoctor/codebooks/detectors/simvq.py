@@ -23,7 +23,7 @@ import torch
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import join, keys_ending, present, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook
+from vqdoctor.core.codebook import Codebook
 from vqdoctor.io.store import TensorStore
 
 _SEQ = re.compile(r"^(\d+)\.(weight|bias)$")
@@ -57,7 +57,7 @@ def _transform(state: TensorStore, claimed: set[str], prefix: str, d_c: int) -> 
             return m.T.contiguous(), None, {prefix}, note
         return None, None, set(), None
     inner = {k[len(prefix) + 1:]: k for k in state if k.startswith(prefix + ".") and k not in claimed}
-    layers = sorted({int(m.group(1)) for n in inner if (m := _SEQ.match(n))})
+    layers = sorted({int(hit.group(1)) for n in inner if (hit := _SEQ.match(n))})
     if layers == [0] and "0.weight" in inner and state.shape(inner["0.weight"])[-1] == d_c:
         w, keys = state.float32(inner["0.weight"]), {inner["0.weight"]}
         bias = state.float32(inner["0.bias"]) if "0.bias" in inner else None

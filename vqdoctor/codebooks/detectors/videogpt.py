@@ -23,7 +23,7 @@ from vqdoctor.codebooks.detectors._metric import UNIT_BUT_EUCLIDEAN, MetricCall,
 from vqdoctor.codebooks.detectors._stacks import Level, collect
 from vqdoctor.codebooks.detectors._util import is_zero, join, keys_ending, present, split_level
 from vqdoctor.codebooks.detectors.base import Detection, detector
-from vqdoctor.codebooks.model import Codebook, EmaState
+from vqdoctor.core.codebook import Codebook, EmaState
 from vqdoctor.io.store import TensorStore
 
 LAYOUT = "videogpt-codebook"

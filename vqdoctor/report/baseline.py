@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from vqdoctor.errors import InputFileError
+from vqdoctor.report.check_result import CHECK_SCHEMA
 from vqdoctor.report.json_out import load_report_dict, validate_report_dict
-
-CHECK_SCHEMA = "vqdoctor.check/1"  # == vqdoctor.check.CHECK_SCHEMA (io does not import check)
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
