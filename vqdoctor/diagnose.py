@@ -372,9 +372,10 @@ def _codebook_report(stack: Stack, cb: Codebook, st: UsageStats | None, sub: Lev
         tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=dead, labels=g.mode_names,
                                  mode_source=g.mode_source or "")
     counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
-    keep_modes = (tokens is not None and options.keep_counts and st is not None and st.mode_counts is not None
-                  and st.mode_counts.numel() <= MODE_COUNTS_MAX_CELLS)
-    mode_counts = st.mode_counts.cpu().tolist() if keep_modes else None
+    mode_counts = None  # the allocation heatmap's cells, kept up to MODE_COUNTS_MAX_CELLS
+    if tokens is not None and options.keep_counts and st is not None and st.mode_counts is not None:
+        if st.mode_counts.numel() <= MODE_COUNTS_MAX_CELLS:
+            mode_counts = st.mode_counts.cpu().tolist()
     return CodebookReport(
         name=cb.name, stack=stack.name, layout=cb.layout, kind=cb.kind, metric=cb.metric, size=cb.size,
         dim=cb.dim, level=cb.level, head=cb.head, keys=dict(cb.keys), usage=usage, ema=ema, geometry=geometry,

@@ -49,9 +49,10 @@ def report_from_stats_alone(stats: Statistics, *, notes: list[str] | None = None
             tokens = tokens_collapse(st.mode_counts.cpu(), dead_code_modes=park.mode.cpu() if park is not None else None,
                                      labels=g.mode_names, mode_source=g.mode_source)
         counts = st.counts.cpu().tolist() if (st is not None and options.keep_counts) else None
-        keep_modes = (tokens is not None and options.keep_counts and st is not None and st.mode_counts is not None
-                  and st.mode_counts.numel() <= MODE_COUNTS_MAX_CELLS)
-        mode_counts = st.mode_counts.cpu().tolist() if keep_modes else None
+        mode_counts = None  # the allocation heatmap's cells, kept up to MODE_COUNTS_MAX_CELLS
+        if tokens is not None and options.keep_counts and st is not None and st.mode_counts is not None:
+            if st.mode_counts.numel() <= MODE_COUNTS_MAX_CELLS:
+                mode_counts = st.mode_counts.cpu().tolist()
         rep = CodebookReport(
             name=ident.name, stack=ident.name, layout=ident.layout, kind=ident.kind, metric=ident.metric,
             metric_source="flag" if options.metric != "auto" else "detected",

@@ -14,7 +14,7 @@ import numbers
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vqdoctor.errors import UsageError
 from vqdoctor.report.schema import CodebookReport, Report
@@ -36,8 +36,11 @@ def _palette(n: int) -> tuple[tuple[float, float, float], ...]:
     import matplotlib
     import numpy as np
 
-    base = [tuple(matplotlib.colormaps["tab10"](i)[:3]) for i in range(10)]
-    base += [tuple(matplotlib.colormaps["tab20"](2 * i + 1)[:3]) for i in range(10)]  # tab10's light partners
+    def rgb(c: Sequence[float]) -> tuple[float, float, float]:
+        return (float(c[0]), float(c[1]), float(c[2]))
+
+    base = [rgb(matplotlib.colormaps["tab10"](i)) for i in range(10)]
+    base += [rgb(matplotlib.colormaps["tab20"](2 * i + 1)) for i in range(10)]  # tab10's light partners
     if n <= len(base):
         return tuple(base[:n])
     # glasbey-like: from an HSV grid (no greys, no near-black or near-white), keep adding the
@@ -53,7 +56,7 @@ def _palette(n: int) -> tuple[tuple[float, float, float], ...]:
     out = list(base)
     while len(out) < n:
         j = int(np.argmax(near))
-        out.append(tuple(float(v) for v in cand[j]))
+        out.append(rgb(cand[j]))
         near = np.minimum(near, ((lab_c - lab_c[j]) ** 2).sum(-1))
         near[j] = -1.0  # never twice
     return tuple(out)
@@ -91,7 +94,7 @@ def check_dpi(dpi: int) -> int:
 
 def _figure(ax: Axes | None, size: tuple[float, float] = (6.4, 4.0)) -> tuple[Figure, Axes]:
     if ax is not None:
-        return ax.figure, ax
+        return cast("Figure", ax.figure), ax
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, layout="constrained")
@@ -113,12 +116,13 @@ def _outside_legend(fig: Figure, ax: Axes, where: str = "right", **kw: Any) -> N
         loc = {"right": "outside right upper", "top": "outside upper center", "bottom": "outside lower center"}[where]
         if where != "right":
             kw.setdefault("ncols", min(len(handles), 4))
-        fig.legend(handles, labels or [h.get_label() for h in handles], loc=loc, **kw)
+        kw["loc"] = loc
+        fig.legend(handles, labels or [h.get_label() for h in handles], **kw)
     else:
         anchor = {"right": ((1.02, 1.0), "upper left"), "top": ((0.5, 1.02), "lower center"),
                   "bottom": ((0.5, -0.12), "upper center")}[where]  # fmt: skip
-        ax.legend(handles, labels or [h.get_label() for h in handles], loc=anchor[1], bbox_to_anchor=anchor[0],
-                  borderaxespad=0.0, **kw)  # fmt: skip
+        kw.update(loc=anchor[1], bbox_to_anchor=anchor[0], borderaxespad=0.0)
+        ax.legend(handles, labels or [h.get_label() for h in handles], **kw)
 
 
 def _need(value: Any, what: str, cb: CodebookReport) -> None:
@@ -549,7 +553,7 @@ def plot_projection(report: Report, ax: Axes | Sequence[Axes] | None = None) -> 
         axes = list(fig.subplots(1, 2)) if p.inputs is not None else [fig.add_subplot()]
     else:
         axes = list(ax) if isinstance(ax, Sequence) else [ax]
-        fig = axes[0].figure
+        fig = cast("Figure", axes[0].figure)
     if p.inputs is not None and len(axes) >= 2:
         density, _ = _points(axes[0], p.inputs, p.latent_modes, colors, labels)
         axes[0].set_title(f"inputs ({method}{', density' if density else ''})", fontsize="medium")
@@ -607,15 +611,15 @@ def plots_by_section(report: Report) -> Iterator[tuple[tuple[str, object], str, 
         stem = f"{i:0{width}d}-{slug(cb.name)}"
         key = ("codebook", i)
         if cb.counts is not None:
-            yield key, f"{stem}-rank-frequency", f"{cb.name}: rank-frequency of code usage", lambda cb=cb: plot_rank_frequency(cb)
-            yield key, f"{stem}-lorenz", f"{cb.name}: cumulative usage (Lorenz curve)", lambda cb=cb: plot_lorenz(cb)
+            yield key, f"{stem}-rank-frequency", f"{cb.name}: rank-frequency of code usage", functools.partial(plot_rank_frequency, cb)
+            yield key, f"{stem}-lorenz", f"{cb.name}: cumulative usage (Lorenz curve)", functools.partial(plot_lorenz, cb)
         if cb.geometry is not None or cb.w is not None:
-            yield key, f"{stem}-spectrum", f"{cb.name}: singular spectrum", lambda cb=cb: plot_spectrum(cb)
+            yield key, f"{stem}-spectrum", f"{cb.name}: singular spectrum", functools.partial(plot_spectrum, cb)
         if cb.tokens_collapse is not None:
-            yield key, f"{stem}-allocation", f"{cb.name}: codes per data mode", lambda cb=cb: plot_allocation(cb)
+            yield key, f"{stem}-allocation", f"{cb.name}: codes per data mode", functools.partial(plot_allocation, cb)
             if cb.mode_counts is not None:
                 yield (key, f"{stem}-allocation-heatmap", f"{cb.name}: mode x code allocation",
-                       lambda cb=cb: plot_allocation_heatmap(cb))
+                       functools.partial(plot_allocation_heatmap, cb))
     seen: dict[str, int] = {}
     stacks = dict.fromkeys(cb.stack for cb in report.codebooks)
     for stack in stacks:
@@ -623,12 +627,12 @@ def plots_by_section(report: Report) -> Iterator[tuple[tuple[str, object], str, 
             s = slug(stack)
             seen[s] = seen.get(s, 0) + 1
             s = s if seen[s] == 1 else f"{s}-{seen[s]}"
-            yield ("stack", stack), f"stack-{s}-levels", f"stack {stack}: per level", lambda stack=stack: plot_levels(report, stack)
+            yield ("stack", stack), f"stack-{s}-levels", f"stack {stack}: per level", functools.partial(plot_levels, report, stack)
             if any(cb.counts for cb in stack_levels(report, stack)):
                 yield (("stack", stack), f"stack-{s}-rank-frequency", f"stack {stack}: rank-frequency per level",
-                       lambda stack=stack: plot_levels_rank_frequency(report, stack))
+                       functools.partial(plot_levels_rank_frequency, report, stack))
     if report.projection is not None:
-        yield ("projection", None), "projection", f"2-D picture ({report.projection.method})", lambda: plot_projection(report)
+        yield ("projection", None), "projection", f"2-D picture ({report.projection.method})", functools.partial(plot_projection, report)
 
 
 def figure_png(fig: Figure, dpi: int = DPI) -> bytes:
