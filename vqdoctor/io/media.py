@@ -198,7 +198,10 @@ def _check_wav_header(file: Path) -> None:
                     return
                 name, length = head[:4], struct.unpack("<I", head[4:])[0]
                 if name == b"fmt " and length >= 16:
-                    tag, _, _, _, block, bits = struct.unpack("<HHIIHH", fh.read(16))
+                    fmt = fh.read(16)
+                    if len(fmt) < 16:  # truncated inside the header: the decoder names it
+                        return
+                    tag, _, _, _, block, bits = struct.unpack("<HHIIHH", fmt)
                     fh.seek(length - 16 + (length & 1), 1)
                 elif name == b"data":
                     break
