@@ -72,7 +72,17 @@ def test_terminal_table_csv_and_plot(run, tmp_path):
     assert "W effective rank dropping" in res.stdout and "step 2:" in res.stdout
     table = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert [(int(r["step"]), int(r["w_rank"])) for r in table] == list(RANKS.items())
-    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "t.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # --dpi scales the trend picture too: twice the dpi, twice the pixels; out of range refused up front
+    res = runner.invoke(app, ["trend", str(folder / "step_*.pt"), "--latents", str(z), "--plot", str(tmp_path / "t2.png"),
+                              "--dpi", "220"])
+    assert res.exit_code == 0, res.output
+    width = int.from_bytes(png[16:20], "big")
+    assert int.from_bytes((tmp_path / "t2.png").read_bytes()[16:20], "big") == 2 * width
+    res = runner.invoke(app, ["trend", str(folder / "step_*.pt"), "--latents", str(z), "--plot", str(tmp_path / "t3.png"),
+                              "--dpi", "5"])
+    assert res.exit_code == 2 and "--dpi" in res.output and not (tmp_path / "t3.png").exists()
 
 
 def test_step_from_metadata_beats_the_file_name(tmp_path):

@@ -57,7 +57,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on 
 
 # Resolution of the pictures (inspect, merge: --plots and --html); the default is vqdoctor.report.plots.DPI.
 DEFAULT_DPI = 110
-DpiOpt = Annotated[int, typer.Option("--dpi", help="Resolution of the --plots and --html pictures in dots per inch (50 to 600; 200-300 for print).", rich_help_panel="Output")]
+DpiOpt = Annotated[int, typer.Option("--dpi", help="Resolution of the pictures (--plots, --html, trend --plot) in dots per inch (50 to 600; 200-300 for print).", rich_help_panel="Output")]
 
 PROJECTIONS = ("tsne", "umap", "pca", "none")
 

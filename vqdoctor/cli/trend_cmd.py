@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vqdoctor.cli.common import shared_options
+from vqdoctor.cli.common import DEFAULT_DPI, DpiOpt, check_range, shared_options
 from vqdoctor.cli.errors import translate_errors
 from vqdoctor.errors import UsageError
 from vqdoctor.options import AnalysisOptions, DataOptions
@@ -26,6 +26,7 @@ def trend_command(
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the trend as JSON to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
     csv_out: Annotated[Optional[str], typer.Option("--csv", help="Write one row per step and codebook as CSV to PATH ('-' for stdout).", rich_help_panel="Output")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a plot (metric vs step, one line per codebook): .png, .svg or .pdf.", rich_help_panel="Output")] = None,
+    dpi: DpiOpt = DEFAULT_DPI,
 ) -> None:
     """Follow a run: utilization, perplexity, dead codes, EMA usage, W rank, allocation TV per step, and verdicts on the trend."""
     from rich.console import Console
@@ -40,6 +41,7 @@ def trend_command(
     if plot is not None and plot.suffix.lower() not in PLOT_FORMATS:
         raise UsageError(f"--plot {plot} has an unknown picture format {plot.suffix or '(none)'!r}.",
                          f"Use one of {', '.join(PLOT_FORMATS)}.")
+    check_range("--dpi", dpi)
     check_outputs(("--json", json_out), ("--csv", csv_out), ("--plot", plot))
     analysis = dataclasses.replace(analysis, projection="none")
     err = Console(stderr=True)
@@ -50,7 +52,7 @@ def trend_command(
     if csv_out is not None:
         write_text(to_csv(result), csv_out)
     if plot is not None:
-        save_trend_plot(result, plot)
+        save_trend_plot(result, plot, dpi=dpi)
         err.print(f"Plot written to {plot}")
     if "-" not in (json_out, csv_out):
         render_trend(result, Console())

@@ -93,13 +93,14 @@ def plot_trend(t: Trend) -> Figure:
     return fig
 
 
-def save_trend_plot(t: Trend, path: str | Path) -> Path:
+def save_trend_plot(t: Trend, path: str | Path, *, dpi: int = 110) -> Path:
+    """The trend picture at ``path`` (.png, .svg or .pdf by its suffix), ``dpi`` for PNG pixels."""
     import io
 
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
     buf = io.BytesIO()
-    plot_trend(t).savefig(buf, format=fmt, dpi=110)
+    plot_trend(t).savefig(buf, format=fmt, dpi=int(dpi))
     atomic_write_bytes(path, buf.getvalue())
     return path
 
