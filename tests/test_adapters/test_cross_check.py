@@ -166,3 +166,26 @@ def test_image_arrays_outside_unit_range_are_refused(folders, data, tmp_path):
     text = " ".join(res.output.split())
     assert "must be scaled to [0, 1]; these span [0, 255]" in text and "Divide uint8 images by 255" in text
     assert "Traceback" not in res.output and "torch.export" not in text  # its own hint, not the generic one
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES + ("mimi", "dac", "xcodec"))
+def test_cli_inspect_folder_with_inputs_needs_no_user_code(family, folders, data):
+    """`vqdoctor inspect HF_FOLDER --inputs images/` (or `wavs/`) through the CLI: per codebook, the
+    vectors, used codes and perplexity of the JSON report are those of the model's own codes."""
+    folder = folders(family)
+    inputs = data["wavs"] if family in AUDIO_FAMILIES else data["images"]
+    res = runner.invoke(app, ["inspect", str(folder), "--inputs", str(inputs), "--json", "-",
+                              "--projection", "none", "--modes", "none", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    model = _model(folder)
+    own = _own_codes(family, model, _prepared(family, model, data))
+    names = [cb["name"] for cb in doc["codebooks"]]
+    assert len(names) == len(own), names
+    for level, i in enumerate(_level_order(names)):
+        usage = doc["codebooks"][i]["usage"]
+        counts = np.bincount(own[level])
+        p = counts[counts > 0] / counts.sum()
+        assert usage["vectors"] == own[level].size
+        assert usage["used_codes"] == int((counts > 0).sum()) > 1
+        assert usage["perplexity"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)
