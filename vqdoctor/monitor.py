@@ -16,8 +16,9 @@ Which modules: the codebooks the detectors find in ``module.state_dict()`` (the 
 quantizes with it: the outermost vector-quantize-pytorch quantizer holding its tensors
 (``VectorQuantize``, ``ResidualVQ``, ``GroupedResidualVQ``, ``SimVQ``, ``ResidualSimVQ``, ...,
 recognised by class name), else the innermost module holding them (the parent of a bare
-``nn.Embedding`` table). A forward *pre*-hook on that module takes its input (what reaches the
-quantizer, before ``project_in``), and runs it through the same chain ``inspect`` runs
+``nn.Embedding`` table; the owner of a ``ModuleList`` of levels). A forward *pre*-hook on that
+module (on its ``encode`` where it has no forward of its own: transformers' Encodec, Mimi and
+X-Codec quantizers) takes its input (what reaches the quantizer, before ``project_in``), and runs it through the same chain ``inspect`` runs
 (``vqdoctor.core.chain``: channel groups, ``project_in``, heads, the residual of every level,
 nearest code by the codebook's metric) with the weights of that moment, i.e. the codebook the
 module is about to use. The input of one call in every ``every_n_steps`` calls of each quantizer
@@ -65,6 +66,7 @@ QUANTIZER_CLASSES = frozenset({
     "ResidualVectorQuantizer", "SplitResidualVectorQuantizer",
 })
 _TABLES = (torch.nn.Embedding, torch.nn.Linear, torch.nn.ParameterList, torch.nn.ParameterDict)
+_CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.ParameterList, torch.nn.ParameterDict)
 _RANK = {"ok": 0, "insufficient": 0, "warn": 1, "fail": 2}  # insufficient: too few vectors to judge, not a collapse
 VERDICTS_DOC = "docs/verdicts.md"  # the verdict table: what each check reads and its bounds
 # the checks whose turning worse is announced by default: those of the collapse families
@@ -159,8 +161,37 @@ def _owner(modules: dict[str, torch.nn.Module], keys: list[str]) -> str | None:
         return min(known, key=lambda p: (p.count(".") if p else -1, p))  # outermost
     inner = max(holding, key=lambda p: (p.count(".") if p else -1, p))
     if isinstance(modules[inner], _TABLES) and inner:
-        return inner.rpartition(".")[0]
+        inner = inner.rpartition(".")[0]
+    while inner and isinstance(modules[inner], _CONTAINERS):  # never called itself: its owner is
+        inner = inner.rpartition(".")[0]
     return inner
+
+
+def _entry(module: torch.nn.Module) -> str:
+    """How the model calls ``module``: ``forward``, or ``encode`` for a module without a
+    forward of its own (transformers' Encodec, Mimi and X-Codec quantizers are called as
+    ``quantizer.encode(embeddings, ...)``)."""
+    if type(module).forward is torch.nn.Module.forward and callable(getattr(module, "encode", None)):
+        return "encode"
+    return "forward"
+
+
+class _MethodHook:
+    """A pre-hook on a method other than ``forward``: the method shadowed on the instance."""
+
+    def __init__(self, module: torch.nn.Module, method: str, hook: Callable[..., None]) -> None:
+        self.module, self.method = module, method
+        original = getattr(module, method)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            hook(module, args, kwargs)
+            return original(*args, **kwargs)
+
+        setattr(module, method, wrapped)
+
+    def remove(self) -> None:
+        if self.method in vars(self.module):
+            delattr(self.module, self.method)
 
 
 def _discover(state: dict[str, torch.Tensor], layout: _Layout) -> Discovery:
@@ -174,8 +205,9 @@ def _discover(state: dict[str, torch.Tensor], layout: _Layout) -> Discovery:
 
 def _vectors(x: torch.Tensor, axis: int | None, width: int, where: str) -> torch.Tensor:
     """The module's input (b, ..., d, ...) as (N, d) rows, channels at ``axis``."""
-    if axis is None:
-        axis = -1 if x.shape[-1] == width else 1
+    if axis is None:  # channels last, else first after the batch, else the first axis of that size
+        sizes = list(x.shape)
+        axis = -1 if sizes[-1] == width else next((i for i in range(1, x.ndim) if sizes[i] == width), 1)
     if x.ndim > 2:
         x = x.movedim(axis, -1)
     if x.shape[-1] != width:
@@ -249,7 +281,10 @@ class Monitor:
         self._last = {}
         self.collapse_started = []
         for w in self._watched:
-            w.handle = w.module.register_forward_pre_hook(self._hook(w), with_kwargs=True)
+            if _entry(w.module) == "forward":
+                w.handle = w.module.register_forward_pre_hook(self._hook(w), with_kwargs=True)
+            else:
+                w.handle = _MethodHook(w.module, "encode", self._hook(w))
 
     # ---------------------------------------------------------------------------- recording
 
@@ -260,7 +295,7 @@ class Monitor:
             w.calls += 1
             if (w.calls - 1) % self.every_n_steps:
                 return
-            x = args[0] if args else kwargs.get("x")
+            x = args[0] if args else kwargs.get("x", next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None))
             if isinstance(x, torch.Tensor) and x.is_floating_point():
                 with torch.no_grad():
                     self._record(w, x.detach())
