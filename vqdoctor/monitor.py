@@ -119,6 +119,7 @@ class _Watched:
     recorded: int = 0
     handle: Any = None
     skipped: str | None = None  # why the last call was not recorded
+    via_encode: bool = False  # hooked on encode() (no forward of its own), not forward
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,19 @@ def _entry(module: torch.nn.Module) -> str:
     if type(module).forward is torch.nn.Module.forward and callable(getattr(module, "encode", None)):
         return "encode"
     return "forward"
+
+
+def _levels_asked(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """How many levels a codec quantizer's ``encode(embeddings, bandwidth | num_quantizers)`` call
+    runs: transformers' Encodec and X-Codec take a bandwidth (``get_num_quantizers_for_bandwidth``),
+    Mimi's residual quantizers a number of quantizers; None: all of them."""
+    extra = args[1] if len(args) > 1 else kwargs.get("bandwidth", kwargs.get("num_quantizers"))
+    if extra is None or isinstance(extra, bool) or not isinstance(extra, (int, float)):
+        return None
+    per_bandwidth = getattr(module, "get_num_quantizers_for_bandwidth", None)
+    if callable(per_bandwidth):
+        return int(per_bandwidth(extra))
+    return int(extra)
 
 
 class _MethodHook:
@@ -284,6 +298,7 @@ class Monitor:
             if _entry(w.module) == "forward":
                 w.handle = w.module.register_forward_pre_hook(self._hook(w), with_kwargs=True)
             else:
+                w.via_encode = True
                 w.handle = _MethodHook(w.module, "encode", self._hook(w))
 
     # ---------------------------------------------------------------------------- recording
@@ -298,7 +313,7 @@ class Monitor:
             x = args[0] if args else kwargs.get("x", next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None))
             if isinstance(x, torch.Tensor) and x.is_floating_point():
                 with torch.no_grad():
-                    self._record(w, x.detach())
+                    self._record(w, x.detach(), _levels_asked(module, args, kwargs) if w.via_encode else None)
 
         return pre_hook
 
@@ -307,7 +322,7 @@ class Monitor:
         found = _discover(dict(w.module.state_dict(prefix=prefix)), self._layout)
         return [s for s in found.stacks if s.name in w.stacks]
 
-    def _record(self, w: _Watched, x: torch.Tensor) -> None:
+    def _record(self, w: _Watched, x: torch.Tensor, levels: int | None = None) -> None:
         stacks = self._stacks_of(w)
         waiting = [cb.name for s in stacks for cb in s.codebooks if cb.ema is not None and cb.ema.initted is False]
         if waiting:
@@ -317,7 +332,12 @@ class Monitor:
         width = max(v for v in widths if v is not None)
         vecs = _vectors(x, w.channel_axis, width, w.path or type(w.module).__name__).float()
         for stack in stacks:
+            # a codec asked for fewer levels (a lower bandwidth) runs only the first ones: level i
+            # reads the residual of the levels before it, so the others are simply not counted
+            used = None if levels is None else {cb.name for cb in stack.codebooks[:levels]}
             for lo in run_stack(stack, vecs, budget_bytes=self._layout.budget_bytes):
+                if used is not None and lo.codebook.name not in used:
+                    continue
                 st = self._stats.get(lo.codebook.name)
                 if st is None:
                     st = self._stats[lo.codebook.name] = UsageStats.empty(lo.codebook.size, lo.codebook.dim, metric=lo.codebook.metric)

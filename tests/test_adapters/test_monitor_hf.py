@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -39,3 +40,29 @@ def test_monitor_counts_equal_the_models_own_codes(family, folders, data):
     monitor.remove()
     C._own_codes(family, model, x[:2])
     assert monitor.recorded_calls == calls  # removed: nothing more recorded
+
+
+@pytest.mark.parametrize("family", ["encodec", "xcodec", "mimi"])
+def test_a_lower_bandwidth_counts_only_the_levels_the_codec_ran(family, folders, data):
+    """Codecs train and run at several bandwidths: a call that asks for fewer levels is counted
+    on those levels only, the same codes the model picked, the other levels untouched."""
+    model = C._model(folders(family))
+    x = C._prepared(family, model, data)
+    monitor = vqdoctor.Monitor(model, every_n_steps=1, warn=False)
+    with torch.no_grad():
+        if family == "mimi":
+            codes = model.encode(x, num_quantizers=2).audio_codes  # semantic + first acoustic level
+        else:
+            low = min(model.config.target_bandwidths)
+            codes = model.encode(x, bandwidth=low).audio_codes
+            codes = codes[0] if family == "encodec" else codes  # encodec: (chunks, b, levels, T)
+    report = monitor.report()
+    names = [cb.name for cb in report.codebooks]
+    order = C._level_order(names)
+    assert 1 <= codes.shape[1] < len(names)
+    for level, i in enumerate(order):
+        cb = report.codebooks[i]
+        if level < codes.shape[1]:
+            assert cb.counts == np.bincount(codes[:, level].numpy().ravel(), minlength=cb.size).tolist(), cb.name
+        else:
+            assert cb.usage is None, cb.name  # never reached at this bandwidth
