@@ -127,6 +127,17 @@ class _Layout:
     prefix: str  # common prefix stripped from the state-dict keys (``module.`` of DDP ...)
     codebook: str | None  # glob over codebook names / keys
     budget_bytes: int
+    config: dict[str, Any] | None = None  # a Hugging Face model's config (switches not in the weights: cosine)
+
+
+def _model_config(module: torch.nn.Module) -> dict[str, Any] | None:
+    """The ``config`` of a transformers model (or of the model inside DDP), as a dict."""
+    for m in (module, getattr(module, "module", None)):
+        to_dict = getattr(getattr(m, "config", None), "to_dict", None)
+        if callable(to_dict):
+            out = to_dict()
+            return out if isinstance(out, dict) else None
+    return None
 
 
 def _channel_axis(module: torch.nn.Module) -> int | None:
@@ -211,7 +222,7 @@ class _MethodHook:
 def _discover(state: dict[str, torch.Tensor], layout: _Layout) -> Discovery:
     p = layout.prefix
     store = TensorStore.from_dict({k[len(p):]: v for k, v in state.items() if k.startswith(p)})
-    found = find_codebooks(store)
+    found = find_codebooks(store, config=layout.config)
     if layout.codebook is not None:
         found = select(found, layout.codebook)
     return found
@@ -219,9 +230,12 @@ def _discover(state: dict[str, torch.Tensor], layout: _Layout) -> Discovery:
 
 def _vectors(x: torch.Tensor, axis: int | None, width: int, where: str) -> torch.Tensor:
     """The module's input (b, ..., d, ...) as (N, d) rows, channels at ``axis``."""
-    if axis is None:  # channels last, else first after the batch, else the first axis of that size
+    if axis is None:
+        # (b, n, d) sequences: channels last, else (b, d, T); feature maps of 4+ dims: channels
+        # first after the batch (torch's conv layout: (b, d, h, w)), else the first axis of that size
         sizes = list(x.shape)
-        axis = -1 if sizes[-1] == width else next((i for i in range(1, x.ndim) if sizes[i] == width), 1)
+        order = [x.ndim - 1, 1] if x.ndim <= 3 else [1, x.ndim - 1]
+        axis = next((i for i in order + list(range(1, x.ndim)) if sizes[i] == width), 1)
     if x.ndim > 2:
         x = x.movedim(axis, -1)
     if x.shape[-1] != width:
@@ -273,7 +287,7 @@ class Monitor:
             raise UsageError(f"every_n_steps must be a whole number >= 1, got {self.every_n_steps!r}.")
         state = self.module.state_dict()
         self._layout = _Layout(prefix=_common_prefix(list(state)), codebook=self.codebook,
-                               budget_bytes=self.memory_budget_mb << 20)
+                               budget_bytes=self.memory_budget_mb << 20, config=_model_config(self.module))
         found = _discover(state, self._layout)
         modules = dict(self.module.named_modules())
         by_owner: dict[str, list[str]] = {}
