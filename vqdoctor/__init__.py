@@ -5,6 +5,7 @@ Public API (re-exports, loaded on first use so that ``import vqdoctor.core`` sta
     vqdoctor.inspect(checkpoint, *, data=DataOptions(...), analysis=AnalysisOptions(...)) -> Report
     vqdoctor.inspect(module_or_state_dict_or_path, latents=tensor|array|path, labels=..., inputs=..., encoder=fn)
     vqdoctor.find_codebooks(module_or_state_dict_or_path) -> Discovery
+    vqdoctor.fix(module_or_state_dict_or_path, vqdoctor.ReviveFix(), latents=...) -> new state dict
     vqdoctor.load(path) -> Checkpoint;  vqdoctor.discover(checkpoint) -> Discovery
 """
 
@@ -17,6 +18,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "inspect": "vqdoctor.memory",
     "find_codebooks": "vqdoctor.memory",
+    "fix": "vqdoctor.memory",
+    "FixedStateDict": "vqdoctor.memory",
+    "KMeansFix": "vqdoctor.fixes",
+    "ReviveFix": "vqdoctor.fixes",
+    "SimVQFix": "vqdoctor.fixes",
     "Monitor": "vqdoctor.monitor",
     "CollapseWarning": "vqdoctor.monitor",
     "MonitorCheck": "vqdoctor.monitor",

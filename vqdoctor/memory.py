@@ -8,6 +8,7 @@
     report = vqdoctor.inspect("run/step_1000.ckpt", latents="z.npy")   # paths, as the CLI
     report.to_dict()                                        # == `vqdoctor inspect --json` output
     vqdoctor.find_codebooks(model)                          # what would be analysed
+    model.load_state_dict(vqdoctor.fix(model, ReviveFix(), latents=z))  # a state dict in, one out
 
 Everything given as a path is read exactly as the CLI reads it, so for the same files the report
 is the CLI's (``report.to_dict()`` equals ``vqdoctor inspect --json``). Objects in memory go
@@ -18,6 +19,7 @@ from differ (``<state dict>``, ``<latents Tensor (N, d)>``).
 from __future__ import annotations
 
 import os
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +32,11 @@ from vqdoctor import api
 from vqdoctor.core.codebook import Discovery
 from vqdoctor.diagnose import diagnose
 from vqdoctor.errors import UsageError
+from vqdoctor.fixes import Fix, FixResult
 from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.encoders import Encoder
 from vqdoctor.io.memory import checkpoint_from_object, inputs_source, is_path, latents_source, type_name
+from vqdoctor.io.stream import VectorStream
 from vqdoctor.options import AnalysisOptions, DataOptions
 from vqdoctor.report.schema import Report
 
@@ -100,6 +104,21 @@ def inspect(
     per sample. Each may be a tensor, an array or a path. ``data`` holds the other data options
     (batch size, device, ...) and may name the files instead. Without data the analysis is
     data-free (EMA buffers and geometry)."""
+    data, latents, inputs, labels, encoder = _data_arguments(data, latents=latents, inputs=inputs, labels=labels,
+                                                             encoder=encoder, channel_axis=channel_axis)
+    ckpt = as_checkpoint(checkpoint, data=data)
+    if latents is None and inputs is None and encoder is None and labels is None:
+        return api.inspect(ckpt, data=data, analysis=analysis, progress=progress)
+    session = api.open_session(ckpt, data=data, analysis=analysis)
+    stream = _stream(session, data, latents=latents, labels=labels, inputs=inputs, encoder=encoder)
+    return diagnose(checkpoint=session.info, discovery=session.found, stream=stream, options=analysis,
+                    device=session.device, progress=progress)
+
+
+def _data_arguments(data: DataOptions, *, latents: object, inputs: object, labels: object, encoder: object,
+                    channel_axis: int | None) -> tuple[DataOptions, Any, Any, Any, Any]:
+    """Check the data arguments; paths go into the options, so that they are read exactly as
+    the CLI reads them. Returns the options and what stays in memory."""
     for value, what in ((latents, "latents"), (inputs, "inputs")):
         _check_array(value, what)
     if latents is not None and (inputs is not None or encoder is not None):
@@ -111,7 +130,6 @@ def inspect(
         raise UsageError(f"{', '.join(named)} given both as an argument and in data=DataOptions(...).", "Give each once.")
     if channel_axis is not None:
         data = replace(data, channel_axis=channel_axis)
-    # paths go into the options, so that they are read exactly as the CLI reads them
     if is_path(latents):
         data, latents = replace(data, latents=Path(latents)), None  # type: ignore[arg-type]
     if is_path(inputs):
@@ -120,10 +138,12 @@ def inspect(
         data, labels = replace(data, labels=Path(labels)), None  # type: ignore[arg-type]
     if is_path(encoder):
         data, encoder = replace(data, encoder=Path(encoder)), None  # type: ignore[arg-type]
-    ckpt = as_checkpoint(checkpoint, data=data)
-    if latents is None and inputs is None and encoder is None and labels is None:
-        return api.inspect(ckpt, data=data, analysis=analysis, progress=progress)
-    session = api.open_session(ckpt, data=data, analysis=analysis)
+    return data, latents, inputs, labels, encoder
+
+
+def _stream(session: api.Session, data: DataOptions, *, latents: Any, labels: Any, inputs: Any,
+            encoder: Any) -> VectorStream | None:
+    """The vectors of the in-memory sources (or of the files ``data`` names)."""
     lat_src = inp_src = enc = None
     if latents is not None or data.latents is not None:
         lat_src = latents_source(latents if latents is not None else data.latents, channel_axis=data.channel_axis,
@@ -133,8 +153,71 @@ def inspect(
                                 labels=labels if labels is not None else data.labels,
                                 image_size=data.image_size, clip_seconds=data.clip_seconds, sample_rate=data.sample_rate)
         enc = _encoder(encoder, data.channel_axis) if encoder is not None else None
-    else:
+    elif labels is not None:
         raise UsageError("labels were given without data.", "Pass latents=... or inputs=... with encoder=....")
-    stream = session.stream(data, latents=lat_src, inputs=inp_src, encoder=enc)
-    return diagnose(checkpoint=session.info, discovery=session.found, stream=stream, options=analysis,
-                    device=session.device, progress=progress)
+    return session.stream(data, latents=lat_src, inputs=inp_src, encoder=enc)
+
+
+class FixedStateDict(dict):  # type: ignore[type-arg]
+    """The repaired state dict (``dict[str, Tensor]``, the keys as given: ``module.load_state_dict``
+    takes it) with what the fix did in ``notes`` and the keys it ``changed`` / ``removed``."""
+
+    notes: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def fix(
+    checkpoint: ModelLike,
+    fix: Fix,
+    *,
+    latents: ArrayLike | None = None,
+    inputs: ArrayLike | None = None,
+    encoder: Callable[[torch.Tensor], torch.Tensor] | str | os.PathLike[str] | None = None,
+    channel_axis: int | None = None,
+    codebook: str | None = None,
+    data: DataOptions = DataOptions(),
+) -> FixedStateDict:
+    """Repair the codebooks of a state dict, a module or a checkpoint path with ``fix`` (a
+    :class:`~vqdoctor.fixes.KMeansFix`, :class:`~vqdoctor.fixes.ReviveFix` or
+    :class:`~vqdoctor.fixes.SimVQFix` value) and return the new state dict; the input is not
+    modified. Data as for :func:`inspect` (``latents``, or ``inputs`` with ``encoder``);
+    ``codebook``: a glob over codebook names. The tensors are those ``vqdoctor fix`` writes for
+    the same data, but nothing is verified after the fix here: inspect the result (e.g.
+    ``vqdoctor.inspect(new_state, latents=z)``) before loading it into a model that trains on.
+
+    The keys are those of the state dict given (a module's ``state_dict()`` keys; for a nested
+    checkpoint such as Lightning's ``{"state_dict": ...}``, the keys of the inner state dict)."""
+    if not hasattr(fix, "apply") or not hasattr(fix, "needs_data"):
+        raise UsageError(f"vqdoctor.fix takes a fix value; got {type_name(fix)}.",
+                         "Pass vqdoctor.fixes.KMeansFix(), ReviveFix() or SimVQFix().")
+    if fix.encoder_from is not None:
+        raise UsageError("encoder_from (copying a pretrained encoder) writes a new checkpoint file: use "
+                         "vqdoctor.api.fix_checkpoint(path, fix=..., out=...) or `vqdoctor fix kmeans --encoder-from`.")
+    data, latents, inputs, _, encoder = _data_arguments(data, latents=latents, inputs=inputs, labels=None,
+                                                        encoder=encoder, channel_axis=channel_axis)
+    ckpt = as_checkpoint(checkpoint, data=data, what="vqdoctor.fix")
+    session = api.open_session(ckpt, data=data, analysis=AnalysisOptions(codebook=codebook))
+    stream = _stream(session, data, latents=latents, labels=None, inputs=inputs, encoder=encoder)
+    x = None
+    if stream is not None:
+        xs = [xb.to(device=session.device, dtype=torch.float32) for xb, _, _ in stream.batches()]
+        x = torch.cat(xs) if xs else None
+    if x is None and fix.needs_data:
+        raise UsageError(f"fix {fix.name} needs data: the vectors that reach the quantizer.",
+                         "Pass latents=... (a tensor, an array or a path), or inputs=... with encoder=....")
+    result = FixResult()
+    for stack in session.found.stacks:  # later stacks see the earlier stacks' updates
+        result.merge(fix.apply(ChainMap(result.updates, ckpt.state), stack, x))
+    original = dict(ckpt.key_map)
+    out = FixedStateDict()
+    for key in ckpt.state:
+        if key not in result.remove:
+            out[original.get(key, ckpt.prefix + key)] = result.updates.get(key, ckpt.state[key])
+    for key, value in result.updates.items():
+        if key not in ckpt.state:
+            out[ckpt.prefix + key] = value
+    out.notes = tuple(result.notes)
+    out.changed = tuple(original.get(k, ckpt.prefix + k) for k in result.updates)
+    out.removed = tuple(original.get(k, ckpt.prefix + k) for k in sorted(result.remove))
+    return out

@@ -16,8 +16,9 @@ Which modules: the codebooks the detectors find in ``module.state_dict()`` (the 
 quantizes with it: the outermost vector-quantize-pytorch quantizer holding its tensors
 (``VectorQuantize``, ``ResidualVQ``, ``GroupedResidualVQ``, ``SimVQ``, ``ResidualSimVQ``, ...,
 recognised by class name), else the innermost module holding them (the parent of a bare
-``nn.Embedding`` table). A forward *pre*-hook on that module takes its input (what reaches the
-quantizer, before ``project_in``), and runs it through the same chain ``inspect`` runs
+``nn.Embedding`` table; the owner of a ``ModuleList`` of levels). A forward *pre*-hook on that
+module (on its ``encode`` where it has no forward of its own: transformers' Encodec, Mimi and
+X-Codec quantizers) takes its input (what reaches the quantizer, before ``project_in``), and runs it through the same chain ``inspect`` runs
 (``vqdoctor.core.chain``: channel groups, ``project_in``, heads, the residual of every level,
 nearest code by the codebook's metric) with the weights of that moment, i.e. the codebook the
 module is about to use. The input of one call in every ``every_n_steps`` calls of each quantizer
@@ -65,6 +66,7 @@ QUANTIZER_CLASSES = frozenset({
     "ResidualVectorQuantizer", "SplitResidualVectorQuantizer",
 })
 _TABLES = (torch.nn.Embedding, torch.nn.Linear, torch.nn.ParameterList, torch.nn.ParameterDict)
+_CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.ParameterList, torch.nn.ParameterDict)
 _RANK = {"ok": 0, "insufficient": 0, "warn": 1, "fail": 2}  # insufficient: too few vectors to judge, not a collapse
 VERDICTS_DOC = "docs/verdicts.md"  # the verdict table: what each check reads and its bounds
 # the checks whose turning worse is announced by default: those of the collapse families
@@ -117,6 +119,7 @@ class _Watched:
     recorded: int = 0
     handle: Any = None
     skipped: str | None = None  # why the last call was not recorded
+    via_encode: bool = False  # hooked on encode() (no forward of its own), not forward
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,17 @@ class _Layout:
     prefix: str  # common prefix stripped from the state-dict keys (``module.`` of DDP ...)
     codebook: str | None  # glob over codebook names / keys
     budget_bytes: int
+    config: dict[str, Any] | None = None  # a Hugging Face model's config (switches not in the weights: cosine)
+
+
+def _model_config(module: torch.nn.Module) -> dict[str, Any] | None:
+    """The ``config`` of a transformers model (or of the model inside DDP), as a dict."""
+    for m in (module, getattr(module, "module", None)):
+        to_dict = getattr(getattr(m, "config", None), "to_dict", None)
+        if callable(to_dict):
+            out = to_dict()
+            return out if isinstance(out, dict) else None
+    return None
 
 
 def _channel_axis(module: torch.nn.Module) -> int | None:
@@ -159,14 +173,56 @@ def _owner(modules: dict[str, torch.nn.Module], keys: list[str]) -> str | None:
         return min(known, key=lambda p: (p.count(".") if p else -1, p))  # outermost
     inner = max(holding, key=lambda p: (p.count(".") if p else -1, p))
     if isinstance(modules[inner], _TABLES) and inner:
-        return inner.rpartition(".")[0]
+        inner = inner.rpartition(".")[0]
+    while inner and isinstance(modules[inner], _CONTAINERS):  # never called itself: its owner is
+        inner = inner.rpartition(".")[0]
     return inner
+
+
+def _entry(module: torch.nn.Module) -> str:
+    """How the model calls ``module``: ``forward``, or ``encode`` for a module without a
+    forward of its own (transformers' Encodec, Mimi and X-Codec quantizers are called as
+    ``quantizer.encode(embeddings, ...)``)."""
+    if type(module).forward is torch.nn.Module.forward and callable(getattr(module, "encode", None)):
+        return "encode"
+    return "forward"
+
+
+def _levels_asked(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """How many levels a codec quantizer's ``encode(embeddings, bandwidth | num_quantizers)`` call
+    runs: transformers' Encodec and X-Codec take a bandwidth (``get_num_quantizers_for_bandwidth``),
+    Mimi's residual quantizers a number of quantizers; None: all of them."""
+    extra = args[1] if len(args) > 1 else kwargs.get("bandwidth", kwargs.get("num_quantizers"))
+    if extra is None or isinstance(extra, bool) or not isinstance(extra, (int, float)):
+        return None
+    per_bandwidth = getattr(module, "get_num_quantizers_for_bandwidth", None)
+    if callable(per_bandwidth):
+        return int(per_bandwidth(extra))
+    return int(extra)
+
+
+class _MethodHook:
+    """A pre-hook on a method other than ``forward``: the method shadowed on the instance."""
+
+    def __init__(self, module: torch.nn.Module, method: str, hook: Callable[..., None]) -> None:
+        self.module, self.method = module, method
+        original = getattr(module, method)
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            hook(module, args, kwargs)
+            return original(*args, **kwargs)
+
+        setattr(module, method, wrapped)
+
+    def remove(self) -> None:
+        if self.method in vars(self.module):
+            delattr(self.module, self.method)
 
 
 def _discover(state: dict[str, torch.Tensor], layout: _Layout) -> Discovery:
     p = layout.prefix
     store = TensorStore.from_dict({k[len(p):]: v for k, v in state.items() if k.startswith(p)})
-    found = find_codebooks(store)
+    found = find_codebooks(store, config=layout.config)
     if layout.codebook is not None:
         found = select(found, layout.codebook)
     return found
@@ -175,7 +231,11 @@ def _discover(state: dict[str, torch.Tensor], layout: _Layout) -> Discovery:
 def _vectors(x: torch.Tensor, axis: int | None, width: int, where: str) -> torch.Tensor:
     """The module's input (b, ..., d, ...) as (N, d) rows, channels at ``axis``."""
     if axis is None:
-        axis = -1 if x.shape[-1] == width else 1
+        # (b, n, d) sequences: channels last, else (b, d, T); feature maps of 4+ dims: channels
+        # first after the batch (torch's conv layout: (b, d, h, w)), else the first axis of that size
+        sizes = list(x.shape)
+        order = [x.ndim - 1, 1] if x.ndim <= 3 else [1, x.ndim - 1]
+        axis = next((i for i in order + list(range(1, x.ndim)) if sizes[i] == width), 1)
     if x.ndim > 2:
         x = x.movedim(axis, -1)
     if x.shape[-1] != width:
@@ -227,7 +287,7 @@ class Monitor:
             raise UsageError(f"every_n_steps must be a whole number >= 1, got {self.every_n_steps!r}.")
         state = self.module.state_dict()
         self._layout = _Layout(prefix=_common_prefix(list(state)), codebook=self.codebook,
-                               budget_bytes=self.memory_budget_mb << 20)
+                               budget_bytes=self.memory_budget_mb << 20, config=_model_config(self.module))
         found = _discover(state, self._layout)
         modules = dict(self.module.named_modules())
         by_owner: dict[str, list[str]] = {}
@@ -249,7 +309,11 @@ class Monitor:
         self._last = {}
         self.collapse_started = []
         for w in self._watched:
-            w.handle = w.module.register_forward_pre_hook(self._hook(w), with_kwargs=True)
+            if _entry(w.module) == "forward":
+                w.handle = w.module.register_forward_pre_hook(self._hook(w), with_kwargs=True)
+            else:
+                w.via_encode = True
+                w.handle = _MethodHook(w.module, "encode", self._hook(w))
 
     # ---------------------------------------------------------------------------- recording
 
@@ -260,10 +324,10 @@ class Monitor:
             w.calls += 1
             if (w.calls - 1) % self.every_n_steps:
                 return
-            x = args[0] if args else kwargs.get("x")
+            x = args[0] if args else kwargs.get("x", next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None))
             if isinstance(x, torch.Tensor) and x.is_floating_point():
                 with torch.no_grad():
-                    self._record(w, x.detach())
+                    self._record(w, x.detach(), _levels_asked(module, args, kwargs) if w.via_encode else None)
 
         return pre_hook
 
@@ -272,7 +336,7 @@ class Monitor:
         found = _discover(dict(w.module.state_dict(prefix=prefix)), self._layout)
         return [s for s in found.stacks if s.name in w.stacks]
 
-    def _record(self, w: _Watched, x: torch.Tensor) -> None:
+    def _record(self, w: _Watched, x: torch.Tensor, levels: int | None = None) -> None:
         stacks = self._stacks_of(w)
         waiting = [cb.name for s in stacks for cb in s.codebooks if cb.ema is not None and cb.ema.initted is False]
         if waiting:
@@ -282,7 +346,12 @@ class Monitor:
         width = max(v for v in widths if v is not None)
         vecs = _vectors(x, w.channel_axis, width, w.path or type(w.module).__name__).float()
         for stack in stacks:
+            # a codec asked for fewer levels (a lower bandwidth) runs only the first ones: level i
+            # reads the residual of the levels before it, so the others are simply not counted
+            used = None if levels is None else {cb.name for cb in stack.codebooks[:levels]}
             for lo in run_stack(stack, vecs, budget_bytes=self._layout.budget_bytes):
+                if used is not None and lo.codebook.name not in used:
+                    continue
                 st = self._stats.get(lo.codebook.name)
                 if st is None:
                     st = self._stats[lo.codebook.name] = UsageStats.empty(lo.codebook.size, lo.codebook.dim, metric=lo.codebook.metric)

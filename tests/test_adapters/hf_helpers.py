@@ -184,11 +184,42 @@ def tiny(family: str, folder: Path, probe: torch.Tensor, *, seed: int = 0) -> Pa
                                        intermediate_size=32, conv_dim=[8, 8], conv_stride=[4, 2], conv_kernel=[4, 2],
                                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)))
         codes = ("codebook.embed",)
+    elif family == "glm_image":
+        return _tiny_glm_image(folder, probe, seed=seed)
     else:
         raise ValueError(family)
     model.eval()
     _spread(model, codes, _latent_stats(family, model, probe), seed=seed)
     model.eval().save_pretrained(folder)
+    return folder
+
+
+def _tiny_glm_image(folder: Path, probe: torch.Tensor, *, seed: int) -> Path:
+    """A tiny full GlmImageForConditionalGeneration (text model too, as the real folder holds it)
+    with its image processor saved beside it; the codebook drawn around the quantizer's inputs on
+    ``probe`` (images in [0, 1]), as seen through the model's own vision model and quant_conv."""
+    import transformers as tf
+
+    from vqdoctor.adapters.glm_image import GlmImageAdapter, _GlmImageTokenizer
+
+    cfg = tf.GlmImageConfig(
+        text_config=dict(vocab_size=64, vision_vocab_size=64, pad_token_id=0, eos_token_id=1, hidden_size=16,
+                         intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
+        vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, image_size=64, patch_size=8,
+                           spatial_merge_size=1),
+        vq_config=dict(embed_dim=8, num_embeddings=64, latent_channels=32))
+    model = tf.GlmImageForConditionalGeneration(cfg).eval()
+    processor = tf.GlmImageImageProcessorPil(patch_size=8, merge_size=1, temporal_patch_size=1,
+                                             size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64})
+    wrapper = _GlmImageTokenizer(model.model.visual, model.model.vqmodel, processor, cfg)
+    with torch.no_grad():
+        z = GlmImageAdapter().encode(wrapper, probe)  # (b, d, h, w), before the l2 normalisation
+        z = torch.nn.functional.normalize(z.movedim(1, -1).reshape(-1, z.shape[1]), dim=-1)
+        gen = torch.Generator().manual_seed(seed)
+        table = model.model.vqmodel.quantize.embedding.weight
+        table.copy_(z.mean(0) + torch.randn(table.shape, generator=gen) * z.std(0))
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -21,7 +21,7 @@ from vqdoctor.adapters.preprocess import resample  # noqa: E402
 from vqdoctor.cli.app import app  # noqa: E402
 from vqdoctor.options import AnalysisOptions, DataOptions  # noqa: E402
 
-IMAGE_FAMILIES = ("chameleon", "janus", "emu3")
+IMAGE_FAMILIES = ("chameleon", "janus", "emu3", "glm_image")
 AUDIO_FAMILIES = ("encodec", "encodec_48khz_like", "mimi", "dac", "xcodec")
 ANALYSIS = AnalysisOptions(projection="none", modes="none")
 runner = CliRunner()
@@ -45,6 +45,8 @@ def folders(tmp_path_factory, data):
         if family not in made:
             if family in AUDIO_FAMILIES:
                 probe = resample(data["x_audio"], data["rate"], H.MODEL_RATE)
+            elif family == "glm_image":  # its own image processor takes [0, 1] images
+                probe = data["x_images"]
             else:
                 probe = data["x_images"][:, :, :32, :32] * 2 - 1
             made[family] = H.tiny(family, root / family, probe)
@@ -65,6 +67,13 @@ def _own_codes(family: str, model, x: torch.Tensor) -> list[np.ndarray]:
     with torch.no_grad():
         if family in ("chameleon", "janus"):
             return [model.encode(x).image_tokens.numpy().ravel()]
+        if family == "glm_image":  # the model's own path: get_image_features, then get_image_tokens
+            import transformers
+
+            proc = transformers.GlmImageImageProcessorPil.from_pretrained(model.name_or_path, local_files_only=True)
+            batch = proc(images=[img.permute(1, 2, 0).numpy() for img in x], do_rescale=False, return_tensors="pt")
+            feats = model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]).pooler_output
+            return [model.get_image_tokens(torch.stack(list(feats))).numpy().ravel()]
         if family == "emu3":
             tokens = model.encode(x, image_sizes=torch.tensor([list(x.shape[-2:])] * len(x))).image_tokens
             return [torch.stack(tokens).numpy().ravel()]
@@ -107,7 +116,8 @@ def test_usage_equals_the_models_own_codes(family, folders, data):
         expected = np.bincount(own[level], minlength=len(cb.counts))
         assert cb.counts == expected.tolist(), (family, cb.name)
         assert cb.usage.used_codes == int((expected > 0).sum()) > 1  # not a trivial one-code match
-    assert any(f"'{family.split('_')[0]}'" in n for n in report.notes)  # the adapter's name
+    adapter = family if family == "glm_image" else family.split("_")[0]  # encodec_48khz_like: encodec
+    assert any(f"'{adapter}'" in n for n in report.notes)  # the adapter's name
 
 
 def test_nested_chameleon_inside_a_full_model_folder(folders, data, tmp_path):
@@ -166,3 +176,26 @@ def test_image_arrays_outside_unit_range_are_refused(folders, data, tmp_path):
     text = " ".join(res.output.split())
     assert "must be scaled to [0, 1]; these span [0, 255]" in text and "Divide uint8 images by 255" in text
     assert "Traceback" not in res.output and "torch.export" not in text  # its own hint, not the generic one
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES + ("mimi", "dac", "xcodec"))
+def test_cli_inspect_folder_with_inputs_needs_no_user_code(family, folders, data):
+    """`vqdoctor inspect HF_FOLDER --inputs images/` (or `wavs/`) through the CLI: per codebook, the
+    vectors, used codes and perplexity of the JSON report are those of the model's own codes."""
+    folder = folders(family)
+    inputs = data["wavs"] if family in AUDIO_FAMILIES else data["images"]
+    res = runner.invoke(app, ["inspect", str(folder), "--inputs", str(inputs), "--json", "-",
+                              "--projection", "none", "--modes", "none", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    model = _model(folder)
+    own = _own_codes(family, model, _prepared(family, model, data))
+    names = [cb["name"] for cb in doc["codebooks"]]
+    assert len(names) == len(own), names
+    for level, i in enumerate(_level_order(names)):
+        usage = doc["codebooks"][i]["usage"]
+        counts = np.bincount(own[level])
+        p = counts[counts > 0] / counts.sum()
+        assert usage["vectors"] == own[level].size
+        assert usage["used_codes"] == int((counts > 0).sum()) > 1
+        assert usage["perplexity"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)

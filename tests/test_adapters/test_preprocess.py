@@ -71,7 +71,9 @@ def test_source_rate_reads_the_first_clip(tmp_path):
     ({"model_type": "dac"}, "dac"),
     ({"model_type": "xcodec"}, "xcodec"),
     ({"model_type": "chameleon"}, None),  # a full model without its vq_config: nothing to build
-    ({"model_type": "glm_image", "vq_config": {}}, None),  # GLM-Image's quantizer reads ViT states
+    ({"model_type": "glm_image", "vq_config": {}}, None),  # its quantizer reads ViT states: needs the vision model
+    ({"model_type": "glm_image", "vq_config": {}, "vision_config": {}}, "glm_image"),
+    ({"model_type": "glm_image_vqmodel"}, None),  # the VQ model alone cannot be fed pixels
     ({"model_type": "llama"}, None),
 ])
 def test_config_json_picks_the_family(config, name):
@@ -80,7 +82,7 @@ def test_config_json_picks_the_family(config, name):
 
 
 def test_every_adapter_is_registered_once_with_a_distinct_class():
-    assert len({a.model_class for a in ADAPTERS}) == len(ADAPTERS) == 7
+    assert len({a.model_class for a in ADAPTERS}) == len(ADAPTERS) == 8
 
 
 def _encodec_like_folder(folder):

@@ -4,8 +4,8 @@ when a verdict turns worse, and sums over 2 gloo processes."""
 
 from __future__ import annotations
 
+import datetime
 import os
-import socket
 import warnings
 
 import pytest
@@ -168,9 +168,15 @@ def test_wrong_arguments_are_vqdoctor_errors():
 # ------------------------------------------------------------------------------ 2 processes
 
 
-def _worker(rank: int, world: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+def _worker(rank: int, world: int, store: str, queue) -> None:
+    # Rendezvous through a file, not a TCP port: a port picked free by the parent and bound by
+    # rank 0 only seconds later (spawn + import torch) can be taken meanwhile by any process on a
+    # busy machine, and rank 1 retrying connect() to a port nobody listens on yet can connect to
+    # itself (TCP simultaneous open): it then reads its own bytes and aborts ("terminate called
+    # without an active exception", seen under load). Gloo's own pairs listen on OS-given ports.
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                                         timeout=datetime.timedelta(seconds=120))
     try:
         torch.manual_seed(0)  # same weights on every rank
         model = _model(vqp.VectorQuantize(dim=8, codebook_size=32)).eval()
@@ -185,16 +191,10 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_two_gloo_processes_of_a_ddp_model_merge_to_the_single_process_counts():
+def test_two_gloo_processes_of_a_ddp_model_merge_to_the_single_process_counts(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.start_processes(_worker, args=(2, _free_port(), queue), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), queue), nprocs=2, join=True, start_method="spawn")
     results = sorted(queue.get(timeout=30) for _ in range(2))
     torch.manual_seed(0)
     model = _model(vqp.VectorQuantize(dim=8, codebook_size=32)).eval()

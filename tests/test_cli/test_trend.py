@@ -144,3 +144,41 @@ def test_output_paths_are_checked_before_any_checkpoint_is_read(run, tmp_path):
         assert "[1/" not in res.output  # no checkpoint was analysed first
     res = runner.invoke(app, ["trend", str(folder), "--latents", str(z), "--csv", str(tmp_path / "missing" / "t.csv")])
     assert res.exit_code == 0 and (tmp_path / "missing" / "t.csv").is_file(), res.output  # a missing folder is made
+
+
+def test_lightning_checkpoints_of_a_vqp_residual_vq_give_ema_usage_and_one_line_per_level(tmp_path):
+    """A real vector-quantize-pytorch ResidualVQ trained (EMA) between saves, Lightning-style files
+    whose global_step orders them (the names do not): per step and level, the EMA usage and the
+    data numbers are inspect's for that checkpoint; the plot draws one line per level."""
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    from vqdoctor.report.trend_out import plot_trend
+
+    torch.manual_seed(0)
+    rvq = vqp.ResidualVQ(dim=8, codebook_size=16, num_quantizers=2, decay=0.8).train()
+    g = torch.Generator().manual_seed(0)
+    saved = {}
+    for step, name in ((50, "b.ckpt"), (150, "c.ckpt"), (400, "a.ckpt")):
+        for _ in range(5):
+            rvq(torch.randn(4, 25, 8, generator=g))
+        state = {"model.quantizer." + k: v.clone() for k, v in rvq.state_dict().items()}
+        torch.save({"state_dict": state, "global_step": step, "epoch": 0}, tmp_path / name)
+        saved[step] = state
+    np.save(tmp_path / "z.npy", torch.randn(900, 8, generator=g).numpy())
+    t = trend(tmp_path, data=DataOptions(latents=tmp_path / "z.npy"))
+    assert [p.step for p in t.checkpoints] == [50, 150, 400]
+    assert t.codebooks == ["quantizer.layers.0", "quantizer.layers.1"]
+    for point in t.checkpoints:
+        rep = vqdoctor.inspect(saved[point.step], latents=tmp_path / "z.npy", analysis=vqdoctor.AnalysisOptions(projection="none"))
+        rows = [r for r in t.rows if r.step == point.step]
+        assert [r.codebook for r in rows] == [cb.name for cb in rep.codebooks]
+        for row, cb in zip(rows, rep.codebooks):
+            assert cb.ema is not None and row.ema_perplexity == cb.ema.perplexity
+            assert row.ema_dead_codes == cb.ema.dead_codes_relative
+            assert (row.vectors, row.utilization, row.perplexity) == (900, cb.usage.utilization, cb.usage.perplexity)
+    emas = [r.ema_perplexity for r in t.rows]
+    assert len(set(emas)) > 2  # the EMA buffers moved between the saves
+    fig = plot_trend(t)
+    lines = {ax.get_title(): [ln.get_label() for ln in ax.get_lines()] for ax in fig.axes}
+    assert lines["EMA perplexity"] == t.codebooks and lines["utilization"] == t.codebooks
+    xs = fig.axes[0].get_lines()[0].get_xdata()
+    assert list(xs) == [50, 150, 400]

@@ -19,6 +19,7 @@ import torch
 
 from vqdoctor.adapters.base import Adapter, require_transformers
 from vqdoctor.adapters.codecs import DacAdapter, EncodecAdapter, MimiAdapter, XcodecAdapter
+from vqdoctor.adapters.glm_image import GlmImageAdapter
 from vqdoctor.adapters.preprocess import source_rate
 from vqdoctor.adapters.vqgan import ChameleonAdapter, Emu3Adapter, JanusAdapter
 from vqdoctor.errors import UsageError
@@ -26,7 +27,7 @@ from vqdoctor.io.checkpoint_types import Checkpoint
 from vqdoctor.io.encoders import Encoder
 
 ADAPTERS: tuple[Adapter, ...] = (
-    ChameleonAdapter(), JanusAdapter(), Emu3Adapter(),
+    ChameleonAdapter(), JanusAdapter(), Emu3Adapter(), GlmImageAdapter(),
     EncodecAdapter(), MimiAdapter(), DacAdapter(), XcodecAdapter(),
 )
 

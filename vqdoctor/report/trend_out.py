@@ -30,6 +30,7 @@ COLUMNS = (
 PLOTTED = (
     ("utilization", "utilization"),
     ("perplexity", "perplexity"),
+    ("ema_perplexity", "EMA perplexity"),
     ("dead_codes", "dead codes"),
     ("w_effective_rank", "W effective rank"),
     ("effective_rank", "codebook effective rank"),
