@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_json_close, strip_timing
@@ -25,9 +26,23 @@ TIMEOUT = 240
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range: a rank that connects before rank 0 listens
+    can then never be handed the same port as its own source port (a TCP self-connect, seen as
+    a hung or aborted rendezvous under load), and no outgoing connection takes it meanwhile."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = np.random.default_rng()
+    for _ in range(200):
+        port = int(rng.integers(max(1024, low - 12000), low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def _launch(argv: list[str], world: int = 2) -> list[subprocess.CompletedProcess]:
