@@ -208,7 +208,8 @@ def fix(
                          "Pass latents=... (a tensor, an array or a path), or inputs=... with encoder=....")
     result = FixResult()
     for stack in session.found.stacks:  # later stacks see the earlier stacks' updates
-        result.merge(fix.apply(ChainMap(result.updates, ckpt.state), stack, x))
+        state = ChainMap(result.updates, ckpt.state)  # type: ignore[arg-type]  # read only: any Mapping does
+        result.merge(fix.apply(state, stack, x))
     original = dict(ckpt.key_map)
     out = FixedStateDict()
     for key in ckpt.state:
