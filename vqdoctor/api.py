@@ -313,7 +313,7 @@ def report_from_statistics(
     Without it no file is opened: the report holds what the statistics alone give (usage,
     allocation over live codes, embeddings collapse) and ``null`` geometry/EMA/W, with a note.
     Statistics of only some shards give a report of those shards, with a note."""
-    from vqdoctor.stats_report import report_from_stats_alone
+    from vqdoctor.stats_report import report_from_stats_alone, stats_remedy
 
     gathered = stats.gathered
     if not stats.complete:
@@ -333,8 +333,9 @@ def report_from_statistics(
             "Pass the exact checkpoint file the shards were gathered with (--checkpoint PATH).")
     found = discover(ckpt, pattern=stats.options.codebook, metric=stats.options.metric)
     check_codebooks(stats, found, checkpoint=str(ckpt.path))
-    return build_report(checkpoint=checkpoint_info(ckpt), discovery=found, gathered=gathered, options=stats.options,
-                        data_known=False)  # merge: the user adds the data options to the fix commands
+    info = checkpoint_info(ckpt)
+    return build_report(checkpoint=info, discovery=found, gathered=gathered, options=stats.options,
+                        remedy=stats_remedy(info.format, info.path))
 
 
 # --------------------------------------------------------------------------------------------

@@ -233,10 +233,11 @@ def build_report(
     gathered: Gathered | None,
     options: AnalysisOptions,
     remedy_args: tuple[str, ...] = (),
-    data_known: bool = True,
+    remedy: RemedyContext | None = None,
 ) -> Report:
     """Turn statistics (None: data-free analysis) into the Report with verdicts. ``remedy_args``:
-    the user's data options as flags, repeated in the fix commands (vqdoctor/remedies.py)."""
+    the user's data options as flags, repeated in the fix commands (vqdoctor/remedies.py);
+    ``remedy``: how the fix commands are written instead (merge: stats_report.stats_remedy)."""
     notes: list[str] = list(discovery.notes)
     budget = options.memory_budget_mb << 20
     codebooks = [cb for s in discovery.stacks for cb in s.codebooks]
@@ -269,8 +270,7 @@ def build_report(
 
     reports: list[CodebookReport] = []
     verdicts = []
-    remedy = RemedyContext(checkpoint.path, checkpoint.format, remedy_args, has_data=g is not None,
-                           data_known=data_known)
+    remedy = remedy or RemedyContext(checkpoint.path, checkpoint.format, remedy_args, has_data=g is not None)
     for stack in discovery.stacks:
         for cb in stack.codebooks:
             rep = _codebook_report(stack, cb, stats.get(cb.name), sub_out.get(cb.name), g, options)

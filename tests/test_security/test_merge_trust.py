@@ -100,3 +100,26 @@ def test_checkpoint_flags_need_the_checkpoint(shards, flag):
     _, paths = shards
     res = runner.invoke(app, ["merge", *map(str, paths), *flag])
     assert res.exit_code == 2 and "--checkpoint" in _text(res)
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_configured_bounds_write_merge_remedies_without_the_files_paths(tmp_path, shards, monkeypatch, with_checkpoint):
+    """[tool.vqdoctor.check] re-judges a merged report: a verdict the strict bound turns to fail gets
+    the same template as the others (the user's --checkpoint or a placeholder, no data options,
+    no argv), never the checkpoint path or data the statistics files record."""
+    ckpt, paths = shards
+    moved = tmp_path / "mine.safetensors"
+    moved.write_bytes(ckpt.read_bytes())  # same sha256, another path than the one recorded
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pyproject.toml").write_text("[tool.vqdoctor.check]\nmin_utilization = 1.0\n")
+    monkeypatch.chdir(work)
+    res = runner.invoke(app, ["merge", *map(str, paths), *(["--checkpoint", str(moved)] if with_checkpoint else []),
+                              "--json", "-"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    util = next(v for v in doc["verdicts"] if v["check"] == "utilization")
+    assert util["status"] == "fail" and util["remedy_argv"] is None
+    assert str(ckpt) not in util["remedy"]
+    assert util["remedy"].startswith(f"vqdoctor fix revive {moved if with_checkpoint else 'CHECKPOINT'} ")
+    assert "add the data options the shards were inspected with" in util["remedy"]

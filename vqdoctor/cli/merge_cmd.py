@@ -45,6 +45,7 @@ def merge_command(
     from vqdoctor.cli.configured import with_config_bounds
     from vqdoctor.cli.outputs import write_outputs
     from vqdoctor.cli.paths import check_outputs
+    from vqdoctor.stats_report import stats_remedy
 
     check_verbosity(verbose, quiet)
     check_range("--dpi", dpi)
@@ -57,12 +58,11 @@ def merge_command(
         err.print(f"Merged statistics written to {save_stats}")
     report = api.report_from_statistics(stats, checkpoint=checkpoint,
                                         allow_globals=tuple(allow_global or ()), nesting=nesting)
-    from vqdoctor.stats_report import stats_remedy
-
     if checkpoint is None:  # said even in the compact report, which leaves the notes to --verbose
         err.print("Report from the statistics alone: pass --checkpoint PATH (the file they were made from) "
                   "for geometry, EMA buffers, W rank and the 2-D picture.")
 
-    fmt = report.checkpoint.format
-    report = with_config_bounds(report, remedy=stats_remedy(fmt, None if checkpoint is None else str(checkpoint)))
+    # the fix commands as the report wrote them: the user's checkpoint (the one re-loaded), else a placeholder
+    c = report.checkpoint
+    report = with_config_bounds(report, remedy=stats_remedy(c.format, None if checkpoint is None else c.path))
     write_outputs(report, json_out=json_out, html=html, plots=plots, err=err, verbose=verbose, quiet=quiet, dpi=dpi)
